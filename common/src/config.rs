@@ -1,0 +1,588 @@
+//! Configuration shared by every Herald binary: one TOML file (`etc/herald.toml` in
+//! development) that all processes of a cluster read, overridden per setting by
+//! environment variables `HERALD__SECTION__KEY` (e.g. `HERALD__API__LISTEN=fd:3`).
+//! Every section has defaults, unknown keys are errors, and `validate` reports every
+//! problem at once so an operator fixes a file in one pass.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::net::ListenAddr;
+
+/// Prefix of environment overrides; `__` separates section and key.
+pub const ENV_PREFIX: &str = "HERALD__";
+
+/// The whole configuration of one Herald cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub store: StoreConfig,
+    pub cluster: ClusterConfig,
+    pub router: RouterConfig,
+    pub api: ApiConfig,
+    pub websockets: EdgeConfig,
+    pub monitor: MonitorConfig,
+    pub apps: Vec<AppConfig>,
+}
+
+/// Which store backend holds the state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// Embedded SQLite file: nothing to install, several processes on one machine.
+    #[default]
+    Sqlite,
+}
+
+/// `[store]`: where state lives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    /// SQLite database file; its directory is created on start.
+    pub sqlite_path: PathBuf,
+    /// How long a write waits for another process's transaction before failing.
+    pub busy_timeout_ms: u64,
+    /// Concurrent read connections per process.
+    pub sqlite_readers: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::Sqlite,
+            sqlite_path: PathBuf::from("var/herald.db"),
+            busy_timeout_ms: 5_000,
+            sqlite_readers: 4,
+        }
+    }
+}
+
+/// `[cluster]`: how the processes find each other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Every router's PULL endpoint; each API process PUSHes to all of them.
+    pub router_pull: Vec<String>,
+    /// Every router's PUB endpoint; each edge SUBscribes to all of them.
+    pub router_pub: Vec<String>,
+    /// An edge whose last heartbeat is older than this is not offered to clients.
+    pub node_ttl_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            router_pull: vec!["tcp://127.0.0.1:9988".into()],
+            router_pub: vec!["tcp://127.0.0.1:9989".into()],
+            node_ttl_ms: 10_000,
+        }
+    }
+}
+
+/// `[router]`: what one `herald-router` binds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterConfig {
+    /// ZeroMQ PULL endpoint the API processes connect to.
+    pub pull: String,
+    /// ZeroMQ PUB endpoint the edges connect to.
+    pub publish: String,
+    /// HTTP address for `/health` and `/metrics`.
+    pub listen: ListenAddr,
+    /// Heartbeat period on PUB; edges treat three missed beats as a possible loss.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            pull: "tcp://127.0.0.1:9988".into(),
+            publish: "tcp://127.0.0.1:9989".into(),
+            listen: ListenAddr::Tcp(([127, 0, 0, 1], 5004).into()),
+            heartbeat_ms: 1_000,
+        }
+    }
+}
+
+/// `[api]`: the HTTP API processes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: ListenAddr,
+    /// Base URL clients reach the API at; queue URLs are built from it.
+    pub public_url: String,
+    /// Larger request bodies get 413.
+    pub max_body_bytes: usize,
+    /// Deliveries waiting for a router, per API process.
+    pub publish_queue: usize,
+    /// How long a request waits for room in that queue before the live push is dropped
+    /// (the message is already stored; edges recover it).
+    pub publish_timeout_ms: u64,
+    /// Keep-alive beat to each router, so a dead router is noticed while idle.
+    pub router_heartbeat_ms: u64,
+    /// Time allowed for in-flight requests after SIGTERM.
+    pub drain_ms: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: ListenAddr::Tcp(([127, 0, 0, 1], 5001).into()),
+            public_url: "http://127.0.0.1:5001".into(),
+            max_body_bytes: 64 * 1024,
+            publish_queue: 10_000,
+            publish_timeout_ms: 5_000,
+            router_heartbeat_ms: 1_000,
+            drain_ms: 5_000,
+        }
+    }
+}
+
+/// `[websockets]`: the edge processes holding client sockets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeConfig {
+    pub listen: ListenAddr,
+    /// URL clients reach this edge at (`ws://host:port`); registered in the store.
+    pub public_url: String,
+    /// Node id in the store; empty means `<hostname>-<pid>-<random>`.
+    pub node_id: String,
+    /// How often the edge writes its heartbeat and connection count to the store.
+    pub heartbeat_ms: u64,
+    pub handshake_timeout_ms: u64,
+    pub ping_interval_ms: u64,
+    pub pong_timeout_ms: u64,
+    /// Largest frame or message a client may send.
+    pub max_message_bytes: usize,
+    /// Per-socket read buffer: the main memory cost of an idle socket.
+    pub read_buffer_bytes: usize,
+    /// Per-socket outbound queue bounds; over either, the socket is closed with 4008.
+    pub outbound_queue_frames: usize,
+    pub outbound_queue_bytes: usize,
+    pub max_connections: usize,
+    /// No envelope or heartbeat from a router for this long counts as a possible loss.
+    pub router_silence_ms: u64,
+    /// Clock skew allowed between the API that stamped a message and this edge.
+    pub recovery_margin_ms: u64,
+    /// Most messages one recovery pass replays before giving up on the rest.
+    pub recovery_max_messages: usize,
+    /// Time allowed to close sockets (1001) after SIGTERM.
+    pub drain_ms: u64,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            listen: ListenAddr::Tcp(([127, 0, 0, 1], 8888).into()),
+            public_url: "ws://127.0.0.1:8888".into(),
+            node_id: String::new(),
+            heartbeat_ms: 2_000,
+            handshake_timeout_ms: 10_000,
+            ping_interval_ms: 25_000,
+            pong_timeout_ms: 10_000,
+            max_message_bytes: 64 * 1024,
+            read_buffer_bytes: 4 * 1024,
+            outbound_queue_frames: 1_000,
+            outbound_queue_bytes: 1024 * 1024,
+            max_connections: 20_000,
+            router_silence_ms: 3_500,
+            recovery_margin_ms: 2_000,
+            recovery_max_messages: 10_000,
+            drain_ms: 5_000,
+        }
+    }
+}
+
+/// `[monitor]`: the cluster health process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorConfig {
+    pub listen: ListenAddr,
+    pub interval_ms: u64,
+    /// A WebSocket handshake slower than this counts as a failed check.
+    pub check_timeout_ms: u64,
+    /// Consecutive failed checks before an edge is marked down.
+    pub failures_before_down: u32,
+    /// Rows of edges silent for this long are deleted.
+    pub prune_after_ms: u64,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            listen: ListenAddr::Tcp(([127, 0, 0, 1], 5003).into()),
+            interval_ms: 2_000,
+            check_timeout_ms: 2_000,
+            failures_before_down: 2,
+            prune_after_ms: 3_600_000,
+        }
+    }
+}
+
+/// `[[apps]]`: a tenant with its public key and secret API keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub id: String,
+    pub key: String,
+    #[serde(default)]
+    pub keys: Vec<ApiKeyConfig>,
+}
+
+/// `[[apps.keys]]`: one secret with its scopes (`resource:action`, `*` wildcards).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub name: String,
+    pub secret: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// Every problem found in a configuration, one line each.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .problems.join("\n  - "))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    /// Reads `path` (when given), applies `HERALD__*` overrides and validates.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            if !path.is_file() {
+                anyhow::bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("cannot read configuration: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks everything serde cannot: ranges, URL schemes, endpoints, unique apps.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        self.check_store(&mut problems);
+        self.check_endpoints(&mut problems);
+        self.check_numbers(&mut problems);
+        self.check_apps(&mut problems);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    fn check_store(&self, problems: &mut Vec<String>) {
+        if self.store.sqlite_path.as_os_str().is_empty() {
+            problems.push("store.sqlite_path must not be empty".into());
+        }
+    }
+
+    fn check_endpoints(&self, problems: &mut Vec<String>) {
+        for (name, list) in [
+            ("cluster.router_pull", &self.cluster.router_pull),
+            ("cluster.router_pub", &self.cluster.router_pub),
+        ] {
+            if list.is_empty() {
+                problems.push(format!("{name} must list at least one router"));
+            }
+            for (i, endpoint) in list.iter().enumerate() {
+                check_zmq_endpoint(&format!("{name}[{i}]"), endpoint, problems);
+            }
+        }
+        check_zmq_endpoint("router.pull", &self.router.pull, problems);
+        check_zmq_endpoint("router.publish", &self.router.publish, problems);
+        check_url(
+            "api.public_url",
+            &self.api.public_url,
+            &["http://", "https://"],
+            problems,
+        );
+        check_url(
+            "websockets.public_url",
+            &self.websockets.public_url,
+            &["ws://", "wss://"],
+            problems,
+        );
+    }
+
+    fn check_numbers(&self, problems: &mut Vec<String>) {
+        let e = &self.websockets;
+        let positive = [
+            ("store.busy_timeout_ms", self.store.busy_timeout_ms),
+            ("store.sqlite_readers", self.store.sqlite_readers as u64),
+            ("cluster.node_ttl_ms", self.cluster.node_ttl_ms),
+            ("router.heartbeat_ms", self.router.heartbeat_ms),
+            ("api.publish_queue", self.api.publish_queue as u64),
+            ("api.publish_timeout_ms", self.api.publish_timeout_ms),
+            ("api.router_heartbeat_ms", self.api.router_heartbeat_ms),
+            ("websockets.heartbeat_ms", e.heartbeat_ms),
+            ("websockets.handshake_timeout_ms", e.handshake_timeout_ms),
+            ("websockets.ping_interval_ms", e.ping_interval_ms),
+            ("websockets.pong_timeout_ms", e.pong_timeout_ms),
+            (
+                "websockets.outbound_queue_frames",
+                e.outbound_queue_frames as u64,
+            ),
+            (
+                "websockets.outbound_queue_bytes",
+                e.outbound_queue_bytes as u64,
+            ),
+            ("websockets.max_connections", e.max_connections as u64),
+            ("websockets.router_silence_ms", e.router_silence_ms),
+            (
+                "websockets.recovery_max_messages",
+                e.recovery_max_messages as u64,
+            ),
+            ("monitor.interval_ms", self.monitor.interval_ms),
+            ("monitor.check_timeout_ms", self.monitor.check_timeout_ms),
+            (
+                "monitor.failures_before_down",
+                self.monitor.failures_before_down as u64,
+            ),
+            ("monitor.prune_after_ms", self.monitor.prune_after_ms),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                problems.push(format!("{name} must be greater than 0"));
+            }
+        }
+        check_range(
+            "api.max_body_bytes",
+            self.api.max_body_bytes,
+            1024,
+            16 << 20,
+            problems,
+        );
+        check_range(
+            "websockets.max_message_bytes",
+            e.max_message_bytes,
+            1024,
+            16 << 20,
+            problems,
+        );
+        check_range(
+            "websockets.read_buffer_bytes",
+            e.read_buffer_bytes,
+            256,
+            1 << 20,
+            problems,
+        );
+        if e.router_silence_ms <= self.router.heartbeat_ms {
+            problems.push(
+                "websockets.router_silence_ms must be longer than router.heartbeat_ms".into(),
+            );
+        }
+    }
+
+    fn check_apps(&self, problems: &mut Vec<String>) {
+        let mut ids = HashSet::new();
+        let mut keys = HashSet::new();
+        let mut secrets = HashSet::new();
+        for (i, app) in self.apps.iter().enumerate() {
+            let at = format!("apps[{i}]");
+            if !is_name(&app.id, 64) {
+                problems.push(format!("{at}.id must match [A-Za-z0-9_.-]{{1,64}}"));
+            }
+            if !ids.insert(&app.id) {
+                problems.push(format!("{at}.id `{}` is used twice", app.id));
+            }
+            if !is_name(&app.key, 128) {
+                problems.push(format!("{at}.key must match [A-Za-z0-9_.-]{{1,128}}"));
+            }
+            if !keys.insert(&app.key) {
+                problems.push(format!("{at}.key `{}` is used twice", app.key));
+            }
+            for (j, key) in app.keys.iter().enumerate() {
+                let at = format!("{at}.keys[{j}]");
+                if key.name.is_empty() {
+                    problems.push(format!("{at}.name must not be empty"));
+                }
+                if key.secret.len() < 16 {
+                    problems.push(format!("{at}.secret must be at least 16 characters"));
+                }
+                if !secrets.insert(&key.secret) {
+                    problems.push(format!("{at}.secret is used by another key"));
+                }
+                for scope in &key.scopes {
+                    if !is_scope(scope) {
+                        problems.push(format!(
+                            "{at}.scopes: `{scope}` is not resource:action (e.g. messages:send, *:*)"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl ApiConfig {
+    /// `public_url` without a trailing slash, ready to append paths to.
+    pub fn base_url(&self) -> &str {
+        self.public_url.trim_end_matches('/')
+    }
+}
+
+impl EdgeConfig {
+    /// `public_url` without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        self.public_url.trim_end_matches('/')
+    }
+}
+
+/// Milliseconds from config as a `Duration`.
+pub fn ms(value: u64) -> Duration {
+    Duration::from_millis(value)
+}
+
+fn check_zmq_endpoint(name: &str, endpoint: &str, problems: &mut Vec<String>) {
+    let valid = endpoint
+        .strip_prefix("tcp://")
+        .and_then(|rest| rest.rsplit_once(':'))
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !valid {
+        problems.push(format!(
+            "{name}: `{endpoint}` is not a ZeroMQ tcp endpoint (tcp://host:port)"
+        ));
+    }
+}
+
+fn check_url(name: &str, url: &str, schemes: &[&str], problems: &mut Vec<String>) {
+    let rest = schemes.iter().find_map(|s| url.strip_prefix(s));
+    if rest.is_none_or(|host| host.trim_end_matches('/').is_empty()) {
+        problems.push(format!(
+            "{name}: `{url}` must start with {} and name a host",
+            schemes.join(" or ")
+        ));
+    }
+}
+
+fn check_range(name: &str, value: usize, min: usize, max: usize, problems: &mut Vec<String>) {
+    if !(min..=max).contains(&value) {
+        problems.push(format!("{name} must be between {min} and {max}"));
+    }
+}
+
+fn is_name(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn is_scope(scope: &str) -> bool {
+    let parts: Vec<&str> = scope.split(':').collect();
+    parts.len() >= 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && (*p == "*"
+                    || p.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'*')))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev_app() -> AppConfig {
+        AppConfig {
+            id: "dev".into(),
+            key: "dev-public".into(),
+            keys: vec![ApiKeyConfig {
+                name: "admin".into(),
+                secret: "0123456789abcdef".into(),
+                scopes: vec!["*:*".into()],
+            }],
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn the_shipped_dev_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/herald.toml");
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.apps[0].id, "dev");
+        assert_eq!(config.api.base_url(), "http://127.0.0.1:5001");
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let mut config = Config::default();
+        config.cluster.router_pull = vec![];
+        config.router.publish = "udp://x".into();
+        config.api.public_url = "ftp://x".into();
+        config.websockets.outbound_queue_frames = 0;
+        config.websockets.max_message_bytes = 10;
+        let mut app = dev_app();
+        app.keys[0].secret = "short".into();
+        app.keys[0].scopes = vec!["nocolon".into()];
+        config.apps = vec![app.clone(), app];
+        let problems = config.validate().unwrap_err().problems;
+        let text = problems.join("\n");
+        for needle in [
+            "cluster.router_pull must list",
+            "router.publish",
+            "api.public_url",
+            "websockets.outbound_queue_frames",
+            "websockets.max_message_bytes",
+            "secret must be at least 16",
+            "nocolon",
+            "apps[1].id `dev` is used twice",
+            "secret is used by another key",
+        ] {
+            assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Figment::new()
+            .merge(Toml::string(
+                "[api]\nlisten = \"127.0.0.1:1\"\nlsiten = 3\n",
+            ))
+            .extract::<Config>()
+            .unwrap_err();
+        assert!(err.to_string().contains("lsiten"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_nested_keys_and_lists() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("h.toml", "[api]\npublic_url = \"http://file:1\"\n")?;
+            jail.set_env("HERALD__API__PUBLIC_URL", "http://env:2");
+            jail.set_env("HERALD__API__LISTEN", "fd:7");
+            jail.set_env(
+                "HERALD__CLUSTER__ROUTER_PULL",
+                "[\"tcp://127.0.0.1:1\", \"tcp://127.0.0.1:2\"]",
+            );
+            let config = Config::load(Some(Path::new("h.toml"))).expect("loads");
+            assert_eq!(config.api.public_url, "http://env:2");
+            assert_eq!(config.api.listen, ListenAddr::Fd(7));
+            assert_eq!(config.cluster.router_pull.len(), 2);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        let err = Config::load(Some(Path::new("/nonexistent/herald.toml"))).unwrap_err();
+        assert!(err.to_string().contains("does not exist"));
+    }
+}

@@ -1,0 +1,121 @@
+//! The HTTP/1.1 serving loop every Herald process uses (warp filters via `warp::service`,
+//! the edge's own hyper service): bounded header-read time, upgrades allowed, and a
+//! graceful drain on shutdown — stop accepting, let in-flight requests finish, close idle
+//! keep-alives, give up after the drain budget. Upgraded connections (WebSockets) leave
+//! this loop at the upgrade; their owner drains them.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::Service;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Limits of the serving loop.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// A client must send its request head within this time.
+    pub header_read_timeout: Duration,
+    /// After shutdown, in-flight requests get this long.
+    pub drain: Duration,
+}
+
+/// Serves `listener` until `shutdown`, building one service per connection.
+pub async fn serve<M, S, B>(
+    listener: TcpListener,
+    make_service: M,
+    shutdown: CancellationToken,
+    options: ServeOptions,
+) where
+    M: Fn(SocketAddr) -> S,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let connections = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = make_service(peer);
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(options.header_read_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(options.drain, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(left = connections.len(), "HTTP drain timed out");
+    }
+}
+
+/// A complete JSON response.
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A complete plain-text response with the given content type.
+pub fn text_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// Result type of a hyper service that never fails (errors are responses).
+pub type Reply = Result<Response<Full<Bytes>>, Infallible>;

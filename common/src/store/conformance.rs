@@ -1,0 +1,352 @@
+//! The store conformance suite: the behaviour every `Store` backend must share, written
+//! once against the trait and run by each backend's tests on a real instance.
+
+use std::sync::Arc;
+
+use super::{After, NodeHeartbeat, NodeStatus, QueueScope, Store};
+use crate::message::{QueueBody, QueueMessage};
+
+/// Runs every check against `store` (which must be empty).
+pub async fn run_all(store: Arc<dyn Store>) {
+    store.ping().await.expect("ping");
+    tokens_and_queues(&*store).await;
+    read_timestamps_only_move_forward(&*store).await;
+    messages_list_in_order_and_page(&*store).await;
+    replace_id_keeps_only_the_latest(&*store).await;
+    read_marks(&*store).await;
+    deleting_a_queue_deletes_its_messages(&*store).await;
+    edge_registry(&*store).await;
+}
+
+fn message(
+    token: &str,
+    queue: &str,
+    key: &str,
+    created_us: i64,
+    replace: Option<&str>,
+) -> QueueMessage {
+    QueueMessage {
+        key: key.into(),
+        queue: queue.into(),
+        token: token.into(),
+        created_us,
+        body: QueueBody {
+            title: Some(format!("title {key}")),
+            body: None,
+            action_url: Some("http://example.com/a".into()),
+            replace_id: replace.map(Into::into),
+        },
+    }
+}
+
+fn keys(messages: &[QueueMessage]) -> Vec<&str> {
+    messages.iter().map(|m| m.key.as_str()).collect()
+}
+
+async fn tokens_and_queues(store: &dyn Store) {
+    assert!(!store.token_exists("t-a").await.unwrap());
+    store.create_token("t-a", "own-a", 10).await.unwrap();
+    assert!(store.token_exists("t-a").await.unwrap());
+    assert!(
+        store.create_token("t-a", "own-a2", 11).await.is_err(),
+        "duplicate token"
+    );
+
+    let own = store
+        .queue("own-a")
+        .await
+        .unwrap()
+        .expect("own queue exists");
+    assert_eq!((own.token.as_str(), own.domain.as_deref()), ("t-a", None));
+
+    assert_eq!(
+        store
+            .create_queue("nobody", "x.com", "q-x", 1)
+            .await
+            .unwrap(),
+        None
+    );
+    let q = store
+        .create_queue("t-a", "x.com", "q-1", 12)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((q.id.as_str(), q.domain.as_deref()), ("q-1", Some("x.com")));
+    let again = store
+        .create_queue("t-a", "x.com", "q-2", 13)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.id, "q-1",
+        "same token + domain returns the same queue"
+    );
+    store.create_queue("t-a", "a.org", "q-3", 14).await.unwrap();
+
+    let listed = store.domain_queues("t-a").await.unwrap();
+    let domains: Vec<_> = listed
+        .iter()
+        .map(|q| q.domain.as_deref().unwrap_or(""))
+        .collect();
+    assert_eq!(domains, ["a.org", "x.com"], "own queue is not listed");
+
+    store.create_token("t-b", "own-b", 10).await.unwrap();
+    assert!(
+        !store.delete_queue("t-b", "q-3").await.unwrap(),
+        "not the owner"
+    );
+    assert!(
+        !store.delete_queue("t-a", "own-a").await.unwrap(),
+        "own queue stays"
+    );
+    assert!(store.delete_queue("t-a", "q-3").await.unwrap());
+    assert!(store.queue("q-3").await.unwrap().is_none());
+    assert!(
+        !store.delete_queue("t-a", "q-3").await.unwrap(),
+        "already gone"
+    );
+}
+
+async fn read_timestamps_only_move_forward(store: &dyn Store) {
+    assert_eq!(
+        store.advance_read_timestamp("q-1", 500).await.unwrap(),
+        Some(500)
+    );
+    assert_eq!(
+        store.advance_read_timestamp("q-1", 300).await.unwrap(),
+        Some(500)
+    );
+    assert_eq!(
+        store.advance_read_timestamp("q-1", 900).await.unwrap(),
+        Some(900)
+    );
+    assert_eq!(store.queue("q-1").await.unwrap().unwrap().read_us, 900);
+    assert_eq!(
+        store.advance_read_timestamp("missing", 1).await.unwrap(),
+        None
+    );
+}
+
+async fn messages_list_in_order_and_page(store: &dyn Store) {
+    store.create_token("t-m", "own-m", 1).await.unwrap();
+    store
+        .create_queue("t-m", "one.com", "m-q1", 1)
+        .await
+        .unwrap();
+    store
+        .create_queue("t-m", "two.com", "m-q2", 1)
+        .await
+        .unwrap();
+    // Inserted out of order; two share a microsecond and are ordered by key.
+    for m in [
+        message("t-m", "m-q1", "k3", 300, None),
+        message("t-m", "m-q2", "k1", 100, None),
+        message("t-m", "m-q1", "k2b", 200, None),
+        message("t-m", "m-q1", "k2a", 200, None),
+    ] {
+        store.add_queue_message(&m).await.unwrap();
+    }
+    let q1 = QueueScope::Queue("m-q1");
+    let all = store
+        .list_queue_messages(q1, &After::Start, 10)
+        .await
+        .unwrap();
+    assert_eq!(keys(&all), ["k2a", "k2b", "k3"]);
+    assert_eq!(
+        all[0],
+        message("t-m", "m-q1", "k2a", 200, None),
+        "fields round-trip"
+    );
+
+    let token = QueueScope::Token("t-m");
+    let all = store
+        .list_queue_messages(token, &After::Start, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&all),
+        ["k1", "k2a", "k2b", "k3"],
+        "own scope spans queues"
+    );
+    let page = store
+        .list_queue_messages(token, &After::Start, 2)
+        .await
+        .unwrap();
+    assert_eq!(keys(&page), ["k1", "k2a"]);
+    let after = After::Message {
+        created_us: 200,
+        key: "k2a".into(),
+    };
+    let next = store.list_queue_messages(token, &after, 2).await.unwrap();
+    assert_eq!(
+        keys(&next),
+        ["k2b", "k3"],
+        "paging by key is exact within a microsecond"
+    );
+    let later = store
+        .list_queue_messages(token, &After::Time(200), 10)
+        .await
+        .unwrap();
+    assert_eq!(keys(&later), ["k3"], "since a time is strictly later");
+
+    let found = store.queue_message(token, "k3").await.unwrap().unwrap();
+    assert_eq!(found.created_us, 300);
+    assert!(
+        store
+            .queue_message(QueueScope::Queue("m-q2"), "k3")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let since = store
+        .queue_messages_since(&After::Time(150), 10)
+        .await
+        .unwrap();
+    assert!(keys(&since).starts_with(&["k2a", "k2b", "k3"]));
+    assert!(!keys(&since).contains(&"k1"));
+}
+
+async fn replace_id_keeps_only_the_latest(store: &dyn Store) {
+    store.create_token("t-r", "own-r", 1).await.unwrap();
+    store.create_queue("t-r", "r.com", "r-q1", 1).await.unwrap();
+    store.create_queue("t-r", "s.com", "r-q2", 1).await.unwrap();
+    for m in [
+        message("t-r", "r-q1", "r1", 10, Some("score")),
+        message("t-r", "r-q1", "r2", 20, None),
+        message("t-r", "r-q1", "r3", 30, Some("score")),
+        message("t-r", "r-q2", "r4", 40, Some("score")),
+        message("t-r", "r-q1", "r5", 50, Some("other")),
+    ] {
+        store.add_queue_message(&m).await.unwrap();
+    }
+    let listed = store
+        .list_queue_messages(QueueScope::Token("t-r"), &After::Start, 10)
+        .await
+        .unwrap();
+    // r1 is replaced by r3 in the same queue; r4 shares the id in another queue only.
+    assert_eq!(keys(&listed), ["r2", "r3", "r4", "r5"]);
+    let limited = store
+        .list_queue_messages(QueueScope::Queue("r-q1"), &After::Start, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&limited),
+        ["r2"],
+        "a replaced message never fills the page"
+    );
+}
+
+async fn read_marks(store: &dyn Store) {
+    let scope = QueueScope::Token("t-m");
+    let marked = store
+        .mark_queue_message_read(scope, "k2a", 1_000)
+        .await
+        .unwrap();
+    assert_eq!(marked.map(|m| m.key), Some("k2a".into()));
+    store
+        .mark_queue_message_read(scope, "k2a", 2_000)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .mark_queue_message_read(scope, "r2", 3_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .mark_queue_message_read(scope, "nope", 3_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let reads = store.queue_reads_since(500, 10).await.unwrap();
+    assert_eq!(reads.len(), 1);
+    assert_eq!(
+        (reads[0].key.as_str(), reads[0].read_us),
+        ("k2a", 1_000),
+        "first read wins"
+    );
+    assert!(store.queue_reads_since(1_001, 10).await.unwrap().is_empty());
+}
+
+async fn deleting_a_queue_deletes_its_messages(store: &dyn Store) {
+    assert!(store.delete_queue("t-m", "m-q1").await.unwrap());
+    let left = store
+        .list_queue_messages(QueueScope::Token("t-m"), &After::Start, 10)
+        .await
+        .unwrap();
+    assert_eq!(keys(&left), ["k1"]);
+}
+
+async fn edge_registry(store: &dyn Store) {
+    let beat = |id: &str, url: &str, connections, now_us| NodeHeartbeat {
+        id: id.into(),
+        url: url.into(),
+        connections,
+        status: NodeStatus::Up,
+        started_us: 1,
+        now_us,
+    };
+    store
+        .upsert_node(&beat("n1", "ws://a:1", 5, 100))
+        .await
+        .unwrap();
+    store
+        .upsert_node(&beat("n2", "ws://b:1", 1, 100))
+        .await
+        .unwrap();
+    store
+        .upsert_node(&beat("n1", "ws://a:1", 7, 200))
+        .await
+        .unwrap();
+    let nodes = store.nodes().await.unwrap();
+    assert_eq!(nodes.len(), 2);
+    assert_eq!((nodes[0].connections, nodes[0].heartbeat_us), (7, 200));
+    assert!(nodes[0].is_healthy(250, 100));
+    assert!(!nodes[0].is_healthy(400, 100), "stale heartbeat");
+
+    store
+        .record_node_check("ws://a:1", false, 300, 2)
+        .await
+        .unwrap();
+    assert!(
+        !store.nodes().await.unwrap()[0].monitor_down,
+        "one failure is not enough"
+    );
+    store
+        .record_node_check("ws://a:1", false, 310, 2)
+        .await
+        .unwrap();
+    let n1 = store.nodes().await.unwrap().remove(0);
+    assert!(n1.monitor_down && n1.check_failures == 2 && n1.checked_us == Some(310));
+    store
+        .upsert_node(&beat("n1", "ws://a:1", 7, 320))
+        .await
+        .unwrap();
+    assert!(
+        store.nodes().await.unwrap()[0].monitor_down,
+        "a heartbeat does not clear it"
+    );
+    store
+        .record_node_check("ws://a:1", true, 330, 2)
+        .await
+        .unwrap();
+    let n1 = store.nodes().await.unwrap().remove(0);
+    assert!(!n1.monitor_down && n1.check_failures == 0);
+
+    let mut draining = beat("n2", "ws://b:1", 1, 400);
+    draining.status = NodeStatus::Draining;
+    store.upsert_node(&draining).await.unwrap();
+    assert!(!store.nodes().await.unwrap()[1].is_healthy(400, 100));
+
+    assert_eq!(
+        store.prune_nodes(350).await.unwrap(),
+        1,
+        "n1 last beat at 320"
+    );
+    store.remove_node("n2").await.unwrap();
+    assert!(store.nodes().await.unwrap().is_empty());
+}

@@ -1,0 +1,211 @@
+//! The `Store` trait: every piece of persistent state Herald keeps, behind one async
+//! interface so processes never depend on a backend. A method returns only after the
+//! backend has made its effect durable, which is what lets the API answer 2xx after a
+//! write. Backends: `sqlite` (default). Absence is expressed in return types
+//! (`Option`, `bool`); `StoreError` is reserved for the store itself failing.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::config::{StoreBackend, StoreConfig};
+use crate::message::QueueMessage;
+use crate::token::TokenId;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+pub mod sqlite;
+
+/// The store failed; the caller's request may be retried.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// Busy, locked, unreachable or out of space: worth retrying later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else (corruption, a bug).
+    #[error("store failure: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A Mozilla queue: the capability `id`, owned by one token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queue {
+    pub id: String,
+    pub token: TokenId,
+    /// `None` for the token's own queue (created with the token).
+    pub domain: Option<String>,
+    /// The read timestamp clients coordinate on; only moves forward.
+    pub read_us: i64,
+}
+
+/// Which messages a listing covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueScope<'a> {
+    /// One queue.
+    Queue(&'a str),
+    /// Every queue of a token (what the token's own queue shows).
+    Token(&'a str),
+}
+
+/// A position in (created_us, key) order; listings return what comes strictly after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum After {
+    Start,
+    /// Messages created strictly later than this time.
+    Time(i64),
+    /// Messages strictly after this one.
+    Message {
+        created_us: i64,
+        key: String,
+    },
+}
+
+/// A "message was read" event, replayed to sockets by recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadMark {
+    pub token: TokenId,
+    pub key: String,
+    pub read_us: i64,
+}
+
+/// Whether an edge accepts new sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeStatus {
+    Up,
+    /// Shutting down: keeps its sockets for a moment, takes no new ones.
+    Draining,
+}
+
+impl NodeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Up => "up",
+            NodeStatus::Draining => "draining",
+        }
+    }
+}
+
+/// What an edge writes about itself on every heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHeartbeat {
+    pub id: String,
+    pub url: String,
+    pub connections: u64,
+    pub status: NodeStatus,
+    pub started_us: i64,
+    pub now_us: i64,
+}
+
+/// An edge as the store knows it: its heartbeat plus the monitor's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub id: String,
+    pub url: String,
+    pub connections: u64,
+    pub status: NodeStatus,
+    pub started_us: i64,
+    pub heartbeat_us: i64,
+    pub checked_us: Option<i64>,
+    pub check_failures: u32,
+    /// Set by the monitor after repeated failed handshakes; cleared by a good one.
+    pub monitor_down: bool,
+}
+
+impl NodeRecord {
+    /// Offered to clients: up, heartbeat fresh, not failed by the monitor.
+    pub fn is_healthy(&self, now_us: i64, ttl_us: i64) -> bool {
+        self.status == NodeStatus::Up
+            && !self.monitor_down
+            && now_us.saturating_sub(self.heartbeat_us) <= ttl_us
+    }
+}
+
+/// Every persistent operation Herald performs.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap round trip proving the store answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // --- Mozilla tokens and queues (SPEC §3) ---
+
+    /// Registers a token and its own queue.
+    async fn create_token(&self, token: &str, own_queue: &str, now_us: i64) -> StoreResult<()>;
+    async fn token_exists(&self, token: &str) -> StoreResult<bool>;
+    /// The token's queue for `domain`, created with `new_id` if it has none yet;
+    /// `None` when the token does not exist.
+    async fn create_queue(
+        &self,
+        token: &str,
+        domain: &str,
+        new_id: &str,
+        now_us: i64,
+    ) -> StoreResult<Option<Queue>>;
+    async fn queue(&self, id: &str) -> StoreResult<Option<Queue>>;
+    /// The token's domain queues (not its own queue), by domain.
+    async fn domain_queues(&self, token: &str) -> StoreResult<Vec<Queue>>;
+    /// Deletes a domain queue and its messages; false unless `token` owns it.
+    async fn delete_queue(&self, token: &str, id: &str) -> StoreResult<bool>;
+    /// Moves the read timestamp forward to `read_us` (never back); the value now stored,
+    /// or `None` for an unknown queue.
+    async fn advance_read_timestamp(&self, id: &str, read_us: i64) -> StoreResult<Option<i64>>;
+
+    // --- Mozilla messages ---
+
+    async fn add_queue_message(&self, message: &QueueMessage) -> StoreResult<()>;
+    async fn queue_message(
+        &self,
+        scope: QueueScope<'_>,
+        key: &str,
+    ) -> StoreResult<Option<QueueMessage>>;
+    /// Records that `key` was read (first time wins); the message, or `None` if it is
+    /// not in `scope`.
+    async fn mark_queue_message_read(
+        &self,
+        scope: QueueScope<'_>,
+        key: &str,
+        now_us: i64,
+    ) -> StoreResult<Option<QueueMessage>>;
+    /// Oldest first, strictly after `after`, at most `limit`, and of the messages sharing a
+    /// replaceId within a queue only the latest.
+    async fn list_queue_messages(
+        &self,
+        scope: QueueScope<'_>,
+        after: &After,
+        limit: usize,
+    ) -> StoreResult<Vec<QueueMessage>>;
+    /// Every token's messages strictly after `after`, oldest first (edge recovery).
+    async fn queue_messages_since(
+        &self,
+        after: &After,
+        limit: usize,
+    ) -> StoreResult<Vec<QueueMessage>>;
+    /// Read marks set at or after `from_us`, oldest first (edge recovery).
+    async fn queue_reads_since(&self, from_us: i64, limit: usize) -> StoreResult<Vec<ReadMark>>;
+
+    // --- Edge registry (SPEC §7, §9) ---
+
+    /// Inserts or refreshes an edge's row; leaves the monitor's columns alone.
+    async fn upsert_node(&self, heartbeat: &NodeHeartbeat) -> StoreResult<()>;
+    async fn remove_node(&self, id: &str) -> StoreResult<()>;
+    async fn nodes(&self) -> StoreResult<Vec<NodeRecord>>;
+    /// Records a monitor check on every node registered under `url`: success clears
+    /// failures, `failures_before_down` consecutive failures mark them down.
+    async fn record_node_check(
+        &self,
+        url: &str,
+        ok: bool,
+        now_us: i64,
+        failures_before_down: u32,
+    ) -> StoreResult<()>;
+    /// Deletes nodes whose heartbeat is older than `before_us`; how many.
+    async fn prune_nodes(&self, before_us: i64) -> StoreResult<u64>;
+}
+
+/// Opens the configured backend.
+pub async fn open(config: &StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
+    match config.backend {
+        StoreBackend::Sqlite => Ok(Arc::new(sqlite::SqliteStore::open(config).await?)),
+    }
+}

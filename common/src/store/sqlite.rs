@@ -1,0 +1,824 @@
+//! SQLite backend: the embedded default. The schema is `schema.sql` at the repository
+//! root, applied idempotently on open. The file is shared safely by several processes on
+//! one machine: WAL journal, `synchronous=FULL` (a commit is on disk before it returns),
+//! a busy timeout, and `BEGIN IMMEDIATE` so writers queue at the start of a transaction.
+//!
+//! Each process has one writer thread owning one connection. Writes queue to it over a
+//! bounded channel; it takes every job waiting (up to `MAX_BATCH`), runs each inside its
+//! own SAVEPOINT within one transaction and answers them all after the single COMMIT
+//! (group commit: one fsync for many requests, and no job is answered before its effect is
+//! durable). Reads run on a small pool of `query_only` connections via `spawn_blocking`,
+//! never on async worker threads.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::{
+    After, NodeHeartbeat, NodeRecord, NodeStatus, Queue, QueueScope, ReadMark, Store, StoreError,
+    StoreResult,
+};
+use crate::config::{StoreConfig, ms};
+use crate::message::{QueueBody, QueueMessage};
+
+/// The schema, applied on every open (every statement is `IF NOT EXISTS`).
+pub const SCHEMA: &str = include_str!("../../../schema.sql");
+/// Most write jobs committed in one transaction.
+const MAX_BATCH: usize = 256;
+/// Write jobs waiting for the writer thread before callers wait for room.
+const WRITE_QUEUE: usize = 4_096;
+
+type Job = Box<dyn WriteJob>;
+
+/// The SQLite implementation of `Store`.
+pub struct SqliteStore {
+    writer: mpsc::Sender<Job>,
+    readers: Arc<ReaderPool>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database, switches it to WAL, applies the schema and
+    /// starts the writer thread.
+    pub async fn open(config: &StoreConfig) -> anyhow::Result<SqliteStore> {
+        let path = config.sqlite_path.clone();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        }
+        let busy = ms(config.busy_timeout_ms);
+        let writer_path = path.clone();
+        let conn = tokio::task::spawn_blocking(move || prepare_database(&writer_path, busy))
+            .await?
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))?;
+        Ok(SqliteStore {
+            writer: tx,
+            readers: Arc::new(ReaderPool {
+                path,
+                busy,
+                idle: Mutex::new(Vec::new()),
+                permits: Arc::new(Semaphore::new(config.sqlite_readers.max(1))),
+            }),
+        })
+    }
+
+    /// Runs `work` on the writer connection inside the next committed batch.
+    async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = TypedJob {
+            work: Some(work),
+            outcome: None,
+            reply,
+        };
+        self.writer
+            .send(Box::new(job))
+            .await
+            .map_err(|_| StoreError::Unavailable("the SQLite writer thread stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Internal("the SQLite writer dropped a job".into()))?
+    }
+
+    /// Runs `work` on a pooled read-only connection off the async threads.
+    async fn read<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let permit = self
+            .readers
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("reader pool closed".into()))?;
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let conn = pool.checkout().map_err(map_err)?;
+            let result = work(&conn).map_err(map_err);
+            pool.checkin(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+    }
+}
+
+/// Opens the writer connection: WAL, pragmas, schema.
+fn prepare_database(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
+    let conn = open_connection(path, busy, false)?;
+    enable_wal(&conn, busy)?;
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    match conn.execute_batch(SCHEMA) {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+    }
+    Ok(conn)
+}
+
+fn open_connection(path: &Path, busy: Duration, read_only: bool) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(busy)?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    if read_only {
+        conn.pragma_update(None, "query_only", true)?;
+    }
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Switching to WAL needs a moment of exclusive access, which the busy handler does not
+/// always wait for when several processes start at once: retry until the busy timeout.
+fn enable_wal(conn: &Connection, busy: Duration) -> rusqlite::Result<()> {
+    let deadline = Instant::now() + busy;
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
+            Ok(_) => return Ok(()),
+            Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+fn map_err(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::*;
+    match e.sqlite_error_code() {
+        Some(DatabaseBusy | DatabaseLocked | CannotOpen | DiskFull | SystemIoFailure) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    busy: Duration,
+    idle: Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+impl ReaderPool {
+    fn checkout(&self) -> rusqlite::Result<Connection> {
+        let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        match pooled {
+            Some(conn) => Ok(conn),
+            None => open_connection(&self.path, self.busy, true),
+        }
+    }
+
+    fn checkin(&self, conn: Connection) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(conn);
+        }
+    }
+}
+
+/// A write queued for the writer thread, type-erased.
+trait WriteJob: Send {
+    /// Runs the work inside a savepoint of the current transaction.
+    fn apply(&mut self, conn: &Connection);
+    /// Answers the caller once the transaction's fate is known.
+    fn complete(self: Box<Self>, commit: &StoreResult<()>);
+}
+
+struct TypedJob<T, F> {
+    work: Option<F>,
+    outcome: Option<StoreResult<T>>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T, F> WriteJob for TypedJob<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> rusqlite::Result<T> + Send,
+{
+    fn apply(&mut self, conn: &Connection) {
+        if let Some(work) = self.work.take() {
+            self.outcome = Some(in_savepoint(conn, work));
+        }
+    }
+
+    fn complete(self: Box<Self>, commit: &StoreResult<()>) {
+        let outcome = match commit {
+            Err(e) => Err(e.clone()),
+            Ok(()) => self
+                .outcome
+                .unwrap_or_else(|| Err(StoreError::Internal("write job never ran".into()))),
+        };
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// One job's effects are undone alone if it fails, without aborting its batch.
+fn in_savepoint<T>(
+    conn: &Connection,
+    work: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> StoreResult<T> {
+    conn.execute_batch("SAVEPOINT job").map_err(map_err)?;
+    match work(conn) {
+        Ok(value) => {
+            conn.execute_batch("RELEASE job").map_err(map_err)?;
+            Ok(value)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            Err(map_err(e))
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
+    while let Some(first) = jobs.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let commit = commit_batch(&conn, &mut batch);
+        if let Err(e) = &commit {
+            tracing::warn!(jobs = batch.len(), error = %e, "SQLite batch failed");
+        }
+        for job in batch {
+            job.complete(&commit);
+        }
+    }
+}
+
+fn commit_batch(conn: &Connection, batch: &mut [Job]) -> StoreResult<()> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err)?;
+    for job in batch.iter_mut() {
+        job.apply(conn);
+    }
+    conn.execute_batch("COMMIT").map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        map_err(e)
+    })
+}
+
+const QUEUE_COLUMNS: &str = "queue_id, token_id, domain, read_us";
+const MESSAGE_COLUMNS: &str =
+    "m.key, m.queue_id, m.token_id, m.created_us, m.title, m.body, m.action_url, m.replace_id";
+
+/// Keeps a message only if no later message of its queue shares its replaceId.
+const LATEST_OF_REPLACE_ID: &str = "(m.replace_id IS NULL OR NOT EXISTS (
+    SELECT 1 FROM mozilla_messages n
+    WHERE n.queue_id = m.queue_id AND n.replace_id = m.replace_id
+      AND (n.created_us > m.created_us OR (n.created_us = m.created_us AND n.key > m.key))))";
+
+fn queue_from_row(row: &Row<'_>) -> rusqlite::Result<Queue> {
+    Ok(Queue {
+        id: row.get(0)?,
+        token: row.get(1)?,
+        domain: row.get(2)?,
+        read_us: row.get(3)?,
+    })
+}
+
+fn message_from_row(row: &Row<'_>) -> rusqlite::Result<QueueMessage> {
+    Ok(QueueMessage {
+        key: row.get(0)?,
+        queue: row.get(1)?,
+        token: row.get(2)?,
+        created_us: row.get(3)?,
+        body: QueueBody {
+            title: row.get(4)?,
+            body: row.get(5)?,
+            action_url: row.get(6)?,
+            replace_id: row.get(7)?,
+        },
+    })
+}
+
+fn node_from_row(row: &Row<'_>) -> rusqlite::Result<NodeRecord> {
+    let status: String = row.get(3)?;
+    Ok(NodeRecord {
+        id: row.get(0)?,
+        url: row.get(1)?,
+        connections: row.get::<_, i64>(2)?.max(0) as u64,
+        status: if status == "draining" {
+            NodeStatus::Draining
+        } else {
+            NodeStatus::Up
+        },
+        started_us: row.get(4)?,
+        heartbeat_us: row.get(5)?,
+        checked_us: row.get(6)?,
+        check_failures: row.get(7)?,
+        monitor_down: row.get(8)?,
+    })
+}
+
+/// SQL for "in scope", pushing its parameter.
+fn scope_sql(scope: QueueScope<'_>, params: &mut Vec<Value>) -> &'static str {
+    match scope {
+        QueueScope::Queue(id) => {
+            params.push(Value::Text(id.to_owned()));
+            "m.queue_id = ?"
+        }
+        QueueScope::Token(token) => {
+            params.push(Value::Text(token.to_owned()));
+            "m.token_id = ?"
+        }
+    }
+}
+
+/// SQL for "strictly after", pushing its parameters.
+fn after_sql(after: &After, params: &mut Vec<Value>) -> &'static str {
+    match after {
+        After::Start => "1",
+        After::Time(us) => {
+            params.push(Value::Integer(*us));
+            "m.created_us > ?"
+        }
+        After::Message { created_us, key } => {
+            params.extend([
+                Value::Integer(*created_us),
+                Value::Integer(*created_us),
+                Value::Text(key.clone()),
+            ]);
+            "(m.created_us > ? OR (m.created_us = ? AND m.key > ?))"
+        }
+    }
+}
+
+fn select_messages(
+    conn: &Connection,
+    filters: &[&str],
+    params: Vec<Value>,
+) -> rusqlite::Result<Vec<QueueMessage>> {
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM mozilla_messages m WHERE {}
+         ORDER BY m.created_us, m.key LIMIT ?",
+        filters.join(" AND ")
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(params), message_from_row)?;
+    rows.collect()
+}
+
+fn find_message(
+    conn: &Connection,
+    scope: QueueScope<'_>,
+    key: &str,
+) -> rusqlite::Result<Option<QueueMessage>> {
+    let mut params = Vec::new();
+    let scope = scope_sql(scope, &mut params);
+    params.extend([Value::Text(key.to_owned()), Value::Integer(1)]);
+    Ok(select_messages(conn, &[scope, "m.key = ?"], params)?.pop())
+}
+
+fn limit_value(limit: usize) -> Value {
+    Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+
+    async fn create_token(&self, token: &str, own_queue: &str, now_us: i64) -> StoreResult<()> {
+        let (token, queue) = (token.to_owned(), own_queue.to_owned());
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO mozilla_tokens (token_id, own_queue_id, created_us) VALUES (?, ?, ?)",
+            )?
+            .execute(params![token, queue, now_us])?;
+            c.prepare_cached(
+                "INSERT INTO mozilla_queues (queue_id, token_id, domain, read_us, created_us)
+                 VALUES (?, ?, NULL, 0, ?)",
+            )?
+            .execute(params![queue, token, now_us])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn token_exists(&self, token: &str) -> StoreResult<bool> {
+        let token = token.to_owned();
+        self.read(move |c| {
+            c.prepare_cached("SELECT 1 FROM mozilla_tokens WHERE token_id = ?")?
+                .exists([token])
+        })
+        .await
+    }
+
+    async fn create_queue(
+        &self,
+        token: &str,
+        domain: &str,
+        new_id: &str,
+        now_us: i64,
+    ) -> StoreResult<Option<Queue>> {
+        let (token, domain, new_id) = (token.to_owned(), domain.to_owned(), new_id.to_owned());
+        self.write(move |c| {
+            if !c
+                .prepare_cached("SELECT 1 FROM mozilla_tokens WHERE token_id = ?")?
+                .exists([&token])?
+            {
+                return Ok(None);
+            }
+            let existing = c
+                .prepare_cached(&format!(
+                    "SELECT {QUEUE_COLUMNS} FROM mozilla_queues WHERE token_id = ? AND domain = ?"
+                ))?
+                .query_row([&token, &domain], queue_from_row)
+                .optional()?;
+            if existing.is_some() {
+                return Ok(existing);
+            }
+            c.prepare_cached(
+                "INSERT INTO mozilla_queues (queue_id, token_id, domain, read_us, created_us)
+                 VALUES (?, ?, ?, 0, ?)",
+            )?
+            .execute(params![new_id, token, domain, now_us])?;
+            Ok(Some(Queue {
+                id: new_id,
+                token,
+                domain: Some(domain),
+                read_us: 0,
+            }))
+        })
+        .await
+    }
+
+    async fn queue(&self, id: &str) -> StoreResult<Option<Queue>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {QUEUE_COLUMNS} FROM mozilla_queues WHERE queue_id = ?"
+            ))?
+            .query_row([id], queue_from_row)
+            .optional()
+        })
+        .await
+    }
+
+    async fn domain_queues(&self, token: &str) -> StoreResult<Vec<Queue>> {
+        let token = token.to_owned();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {QUEUE_COLUMNS} FROM mozilla_queues
+                 WHERE token_id = ? AND domain IS NOT NULL ORDER BY domain"
+            ))?;
+            let rows = stmt.query_map([token], queue_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn delete_queue(&self, token: &str, id: &str) -> StoreResult<bool> {
+        let (token, id) = (token.to_owned(), id.to_owned());
+        self.write(move |c| {
+            let deleted = c
+                .prepare_cached(
+                    "DELETE FROM mozilla_queues
+                     WHERE queue_id = ? AND token_id = ? AND domain IS NOT NULL",
+                )?
+                .execute([id, token])?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn advance_read_timestamp(&self, id: &str, read_us: i64) -> StoreResult<Option<i64>> {
+        let id = id.to_owned();
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE mozilla_queues SET read_us = MAX(read_us, ?) WHERE queue_id = ?
+                 RETURNING read_us",
+            )?
+            .query_row(params![read_us, id], |r| r.get(0))
+            .optional()
+        })
+        .await
+    }
+
+    async fn add_queue_message(&self, message: &QueueMessage) -> StoreResult<()> {
+        let m = message.clone();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO mozilla_messages
+                 (key, queue_id, token_id, created_us, title, body, action_url, replace_id)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                m.key,
+                m.queue,
+                m.token,
+                m.created_us,
+                m.body.title,
+                m.body.body,
+                m.body.action_url,
+                m.body.replace_id
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn queue_message(
+        &self,
+        scope: QueueScope<'_>,
+        key: &str,
+    ) -> StoreResult<Option<QueueMessage>> {
+        let (scope, key) = (OwnedScope::from(scope), key.to_owned());
+        self.read(move |c| find_message(c, scope.as_scope(), &key))
+            .await
+    }
+
+    async fn mark_queue_message_read(
+        &self,
+        scope: QueueScope<'_>,
+        key: &str,
+        now_us: i64,
+    ) -> StoreResult<Option<QueueMessage>> {
+        let (scope, key) = (OwnedScope::from(scope), key.to_owned());
+        self.write(move |c| {
+            let Some(message) = find_message(c, scope.as_scope(), &key)? else {
+                return Ok(None);
+            };
+            c.prepare_cached(
+                "UPDATE mozilla_messages SET read_us = COALESCE(read_us, ?) WHERE key = ?",
+            )?
+            .execute(params![now_us, key])?;
+            Ok(Some(message))
+        })
+        .await
+    }
+
+    async fn list_queue_messages(
+        &self,
+        scope: QueueScope<'_>,
+        after: &After,
+        limit: usize,
+    ) -> StoreResult<Vec<QueueMessage>> {
+        let mut params = Vec::new();
+        let scope = scope_sql(scope, &mut params);
+        let after = after_sql(after, &mut params);
+        params.push(limit_value(limit));
+        self.read(move |c| select_messages(c, &[scope, after, LATEST_OF_REPLACE_ID], params))
+            .await
+    }
+
+    async fn queue_messages_since(
+        &self,
+        after: &After,
+        limit: usize,
+    ) -> StoreResult<Vec<QueueMessage>> {
+        let mut params = Vec::new();
+        let after = after_sql(after, &mut params);
+        params.push(limit_value(limit));
+        self.read(move |c| select_messages(c, &[after], params))
+            .await
+    }
+
+    async fn queue_reads_since(&self, from_us: i64, limit: usize) -> StoreResult<Vec<ReadMark>> {
+        let limit = limit_value(limit);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT token_id, key, read_us FROM mozilla_messages
+                 WHERE read_us >= ? ORDER BY read_us, key LIMIT ?",
+            )?;
+            let rows = stmt.query_map(params![from_us, limit], |r| {
+                Ok(ReadMark {
+                    token: r.get(0)?,
+                    key: r.get(1)?,
+                    read_us: r.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn upsert_node(&self, hb: &NodeHeartbeat) -> StoreResult<()> {
+        let hb = hb.clone();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO edge_nodes (node_id, url, connections, status, started_us, heartbeat_us)
+                 VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (node_id) DO UPDATE SET url = excluded.url,
+                   connections = excluded.connections, status = excluded.status,
+                   heartbeat_us = excluded.heartbeat_us",
+            )?
+            .execute(params![
+                hb.id,
+                hb.url,
+                i64::try_from(hb.connections).unwrap_or(i64::MAX),
+                hb.status.as_str(),
+                hb.started_us,
+                hb.now_us
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_node(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM edge_nodes WHERE node_id = ?")?
+                .execute([id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn nodes(&self) -> StoreResult<Vec<NodeRecord>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT node_id, url, connections, status, started_us, heartbeat_us,
+                        checked_us, check_failures, monitor_down
+                 FROM edge_nodes ORDER BY node_id",
+            )?;
+            let rows = stmt.query_map([], node_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn record_node_check(
+        &self,
+        url: &str,
+        ok: bool,
+        now_us: i64,
+        failures_before_down: u32,
+    ) -> StoreResult<()> {
+        let url = url.to_owned();
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE edge_nodes SET checked_us = ?1,
+                   check_failures = CASE WHEN ?2 THEN 0 ELSE check_failures + 1 END,
+                   monitor_down = CASE WHEN ?2 THEN 0
+                                       WHEN check_failures + 1 >= ?3 THEN 1
+                                       ELSE monitor_down END
+                 WHERE url = ?4",
+            )?
+            .execute(params![now_us, ok, failures_before_down, url])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn prune_nodes(&self, before_us: i64) -> StoreResult<u64> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM edge_nodes WHERE heartbeat_us < ?")?
+                .execute([before_us])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}
+
+/// A `QueueScope` that can move into a blocking closure.
+enum OwnedScope {
+    Queue(String),
+    Token(String),
+}
+
+impl From<QueueScope<'_>> for OwnedScope {
+    fn from(scope: QueueScope<'_>) -> Self {
+        match scope {
+            QueueScope::Queue(id) => OwnedScope::Queue(id.to_owned()),
+            QueueScope::Token(token) => OwnedScope::Token(token.to_owned()),
+        }
+    }
+}
+
+impl OwnedScope {
+    fn as_scope(&self) -> QueueScope<'_> {
+        match self {
+            OwnedScope::Queue(id) => QueueScope::Queue(id),
+            OwnedScope::Token(token) => QueueScope::Token(token),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StoreConfig;
+
+    fn config(dir: &tempfile::TempDir) -> StoreConfig {
+        StoreConfig {
+            sqlite_path: dir.path().join("sub/herald.db"),
+            ..StoreConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn passes_the_store_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&config(&dir)).await.unwrap();
+        super::super::conformance::run_all(Arc::new(store)).await;
+    }
+
+    #[tokio::test]
+    async fn opens_in_wal_mode_and_reapplies_the_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(&dir);
+        drop(SqliteStore::open(&config).await.unwrap());
+        let again = SqliteStore::open(&config).await.unwrap();
+        again.ping().await.unwrap();
+        let conn = Connection::open(&config.sqlite_path).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    /// Two stores on one file stand for two processes: each sees the other's commits,
+    /// and concurrent writers from both all land.
+    #[tokio::test]
+    async fn two_openers_share_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(&dir);
+        let a = Arc::new(SqliteStore::open(&config).await.unwrap());
+        let b = Arc::new(SqliteStore::open(&config).await.unwrap());
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                let token = format!("token-{i}");
+                store
+                    .create_token(&token, &format!("own-{i}"), i)
+                    .await
+                    .unwrap();
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        for i in 0..50 {
+            assert!(a.token_exists(&format!("token-{i}")).await.unwrap());
+            assert!(b.token_exists(&format!("token-{i}")).await.unwrap());
+        }
+    }
+
+    /// A failing job rolls back alone; the rest of its batch commits.
+    #[tokio::test]
+    async fn one_failed_write_does_not_sink_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&config(&dir)).await.unwrap());
+        store.create_token("dup", "own-dup", 1).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                if i == 10 {
+                    store.create_token("dup", "own-dup-2", 1).await.is_err()
+                } else {
+                    store
+                        .create_token(&format!("t{i}"), &format!("q{i}"), 1)
+                        .await
+                        .is_ok()
+                }
+            }));
+        }
+        for task in tasks {
+            assert!(task.await.unwrap());
+        }
+        assert!(store.queue("own-dup-2").await.unwrap().is_none());
+        assert!(store.token_exists("t19").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_unwritable_path_is_a_clear_error() {
+        let config = StoreConfig {
+            sqlite_path: PathBuf::from("/proc/herald/nope.db"),
+            ..StoreConfig::default()
+        };
+        let err = SqliteStore::open(&config).await.err().expect("must fail");
+        assert!(err.to_string().contains("/proc/herald"), "{err}");
+    }
+}
