@@ -91,6 +91,38 @@ pub async fn serve<M, S, B>(
     }
 }
 
+/// Serves a warp filter (already `recover`ed, so it never rejects) with `serve`.
+pub async fn serve_filter<F, R>(
+    listener: TcpListener,
+    filter: F,
+    shutdown: CancellationToken,
+    options: ServeOptions,
+) where
+    F: warp::Filter<Extract = (R,), Error = Infallible> + Clone + Send + Sync + 'static,
+    R: warp::Reply,
+{
+    let make =
+        move |_peer| hyper_util::service::TowerToHyperService::new(warp::service(filter.clone()));
+    serve(listener, make, shutdown, options).await;
+}
+
+/// Turns warp's rejections into the `/api/v1` error shape (`{"error": {code, message}}`),
+/// for the small HTTP surfaces of the router and monitor.
+pub async fn json_rejection(
+    rejection: warp::Rejection,
+) -> Result<warp::reply::Response, Infallible> {
+    use warp::Reply;
+    let (status, code) = if rejection.is_not_found() {
+        (StatusCode::NOT_FOUND, "not_found")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (StatusCode::METHOD_NOT_ALLOWED, "bad_request")
+    } else {
+        (StatusCode::BAD_REQUEST, "bad_request")
+    };
+    let body = serde_json::json!({"error": {"code": code, "message": status.canonical_reason()}});
+    Ok(warp::reply::with_status(warp::reply::json(&body), status).into_response())
+}
+
 /// A complete JSON response.
 pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));

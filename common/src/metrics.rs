@@ -3,8 +3,8 @@
 //! Labels stay bounded (outcomes, reasons), never user, token or queue ids.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds, from 100 µs to 10 s.
@@ -43,6 +43,12 @@ impl Metrics {
     pub fn latency(&self, name: &str, help: &str) -> Histogram {
         let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
         self.register(Histogram::with_opts(opts))
+    }
+
+    /// A labelled histogram of seconds with `LATENCY_BUCKETS`.
+    pub fn latency_vec(&self, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+        self.register(HistogramVec::new(opts, labels))
     }
 
     fn register<M>(&self, metric: prometheus::Result<M>) -> M

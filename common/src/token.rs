@@ -34,6 +34,13 @@ pub fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// A random non-zero `u64` (router epochs).
+pub fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the OS random number generator is available");
+    u64::from_ne_bytes(bytes).max(1)
+}
+
 /// `n` bytes from the operating system's CSPRNG, hex encoded.
 pub fn random_hex(n: usize) -> String {
     let mut bytes = vec![0u8; n];

@@ -1,1 +1,323 @@
-//! placeholder
+//! `herald-websockets`: the edge that holds client sockets. It authenticates sockets before
+//! the upgrade (`handshake`), keeps a local index of them (`hub`), subscribes to every
+//! router (`subscriber`) and offers each delivery to the sockets of its token, re-reads
+//! the store when a router stream may have lost envelopes (`recovery`), registers itself
+//! in the store with a heartbeat so `/nodes/` can offer it, and on SIGTERM closes its
+//! sockets with 1001 before leaving.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use common::clock::now_us;
+use common::config::{Config, EdgeConfig, ms};
+use common::http::ServeOptions;
+use common::message::Delivery;
+use common::store::{NodeHeartbeat, NodeStatus, Store};
+use common::token::mozilla_token_id;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub mod connection;
+mod handshake;
+pub mod hub;
+pub mod metrics;
+pub mod recovery;
+pub mod subscriber;
+
+use hub::{Hub, QueueLimits};
+use metrics::EdgeMetrics;
+use recovery::Recovery;
+use subscriber::{Anomaly, RouterView, StreamState};
+
+/// Why a token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// Malformed or not in the store: 401 / close 1008.
+    Unknown,
+    /// The store did not answer: 503 / close 1011.
+    Store,
+}
+
+/// Everything the edge's tasks share.
+pub struct EdgeState {
+    pub node_id: String,
+    pub config: EdgeConfig,
+    /// `api.public_url` without the trailing slash (queue URLs in frames).
+    pub api_base: String,
+    pub store: Arc<dyn Store>,
+    pub hub: Hub,
+    pub routers: Vec<Arc<RouterView>>,
+    pub recovery: Recovery,
+    pub metrics: EdgeMetrics,
+    /// Socket tasks, awaited (bounded) on drain.
+    pub sockets: TaskTracker,
+    pub ws_config: WebSocketConfig,
+    pub started_us: i64,
+    draining: AtomicBool,
+}
+
+impl EdgeState {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Clock-skew margin for recovery, in µs.
+    pub fn margin_us(&self) -> i64 {
+        i64::try_from(self.config.recovery_margin_ms.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+
+    /// The store id of a presented Mozilla token, if it is one.
+    pub async fn authenticate(&self, token: &str) -> Result<String, AuthError> {
+        let id = mozilla_token_id(token).ok_or(AuthError::Unknown)?;
+        match self.store.token_exists(&id).await {
+            Ok(true) => Ok(id),
+            Ok(false) => Err(AuthError::Unknown),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check a token");
+                Err(AuthError::Store)
+            }
+        }
+    }
+
+    /// A router stream may have lost deliveries created since `from_us`.
+    pub fn report(&self, anomaly: Anomaly, from_us: i64) {
+        self.metrics
+            .anomalies
+            .with_label_values(&[anomaly.label()])
+            .inc();
+        self.recovery.request(from_us, anomaly.label());
+    }
+
+    /// A delivery that just arrived from a router.
+    pub fn deliver_live(&self, delivery: &Delivery, origin_us: i64, now_us: i64) {
+        if !self.hub.has_token(delivery.token()) {
+            return;
+        }
+        if self.offer(delivery, None) > 0 && origin_us > 0 {
+            self.metrics
+                .delivery_latency
+                .observe((now_us - origin_us).max(0) as f64 / 1e6);
+        }
+    }
+
+    /// Renders `delivery` and offers it to its token's sockets; how many queued it.
+    /// `created_us` marks a replay: sockets opened well after it are skipped.
+    pub fn offer(&self, delivery: &Delivery, created_us: Option<i64>) -> usize {
+        let frame = Utf8Bytes::from(delivery.mozilla_frame(&self.api_base));
+        let created = created_us.map(|c| (c, self.margin_us()));
+        let fanout = self
+            .hub
+            .deliver(delivery.token(), &delivery.dedup_key(), &frame, created);
+        let path = if created_us.is_some() {
+            "recovered"
+        } else {
+            "live"
+        };
+        self.metrics
+            .deliveries
+            .with_label_values(&[path])
+            .inc_by(fanout.queued as u64);
+        self.metrics.duplicates.inc_by(fanout.duplicates as u64);
+        fanout.queued
+    }
+
+    fn heartbeat(&self, status: NodeStatus) -> NodeHeartbeat {
+        NodeHeartbeat {
+            id: self.node_id.clone(),
+            url: self.config.base_url().to_owned(),
+            connections: self.hub.len() as u64,
+            status,
+            started_us: self.started_us,
+            now_us: now_us(),
+        }
+    }
+}
+
+/// An edge with its listener bound and store open, ready to `run`.
+pub struct Edge {
+    listener: TcpListener,
+    state: Arc<EdgeState>,
+}
+
+/// Opens the store and binds the listener.
+pub async fn bind(config: &Config) -> anyhow::Result<Edge> {
+    let store = common::store::open(&config.store)
+        .await
+        .context("cannot open the store")?;
+    let listener = config.websockets.listen.bind().await.with_context(|| {
+        format!(
+            "cannot listen on websockets.listen {}",
+            config.websockets.listen
+        )
+    })?;
+    let e = &config.websockets;
+    let started_us = now_us();
+    let routers = config
+        .cluster
+        .router_pub
+        .iter()
+        .map(|endpoint| {
+            Arc::new(RouterView {
+                endpoint: endpoint.clone(),
+                state: std::sync::Mutex::new(StreamState::new(started_us)),
+            })
+        })
+        .collect();
+    let state = EdgeState {
+        node_id: if e.node_id.is_empty() {
+            default_node_id()
+        } else {
+            e.node_id.clone()
+        },
+        api_base: config.api.base_url().to_owned(),
+        store,
+        hub: Hub::new(
+            QueueLimits {
+                frames: e.outbound_queue_frames,
+                bytes: e.outbound_queue_bytes,
+            },
+            e.max_connections,
+        ),
+        routers,
+        recovery: Recovery::default(),
+        metrics: EdgeMetrics::new(),
+        sockets: TaskTracker::new(),
+        ws_config: websocket_config(e),
+        started_us,
+        draining: AtomicBool::new(false),
+        config: e.clone(),
+    };
+    Ok(Edge {
+        listener,
+        state: Arc::new(state),
+    })
+}
+
+/// Binds and serves until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    bind(&config).await?.run(shutdown).await
+}
+
+/// Explicit tungstenite limits: a small eagerly allocated read buffer keeps an idle socket
+/// cheap (the default is 128 KiB), frames and messages are capped.
+pub fn websocket_config(e: &EdgeConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(e.read_buffer_bytes)
+        .write_buffer_size(e.read_buffer_bytes)
+        .max_write_buffer_size(e.outbound_queue_bytes.max(e.max_message_bytes) * 2)
+        .max_message_size(Some(e.max_message_bytes))
+        .max_frame_size(Some(e.max_message_bytes))
+}
+
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "edge".into());
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &common::token::random_hex(2)
+    )
+}
+
+impl Edge {
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The shared state (tests inspect the hub and metrics through it).
+    pub fn state(&self) -> Arc<EdgeState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown`, then drains: deregisters, closes sockets with 1001.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let edge = self.state;
+        tracing::info!(listen = %self.listener.local_addr()?, node = %edge.node_id, url = %edge.config.public_url, "edge ready");
+        let background = TaskTracker::new();
+        for view in &edge.routers {
+            background.spawn(subscriber::run(
+                edge.clone(),
+                view.clone(),
+                shutdown.clone(),
+            ));
+        }
+        background.spawn(recovery::run(edge.clone(), shutdown.clone()));
+        background.spawn(register(edge.clone(), shutdown.clone()));
+        let http_edge = edge.clone();
+        let make_service = move |_peer| {
+            let edge = http_edge.clone();
+            hyper::service::service_fn(move |req| {
+                let edge = edge.clone();
+                async move { Ok::<_, Infallible>(handshake::route(edge, req).await) }
+            })
+        };
+        let options = ServeOptions {
+            header_read_timeout: ms(edge.config.handshake_timeout_ms),
+            drain: Duration::from_secs(2),
+        };
+        let http = tokio::spawn(common::http::serve(
+            self.listener,
+            make_service,
+            shutdown.clone(),
+            options,
+        ));
+
+        shutdown.cancelled().await;
+        drain(&edge).await;
+        let _ = http.await;
+        background.close();
+        background.wait().await;
+        if let Err(e) = edge.store.remove_node(&edge.node_id).await {
+            tracing::warn!(error = %e, "cannot deregister this node");
+        }
+        Ok(())
+    }
+}
+
+/// Stops taking sockets, tells the store, closes every socket with 1001 and waits for
+/// them (bounded by `drain_ms`).
+async fn drain(edge: &EdgeState) {
+    edge.draining.store(true, Ordering::Release);
+    let _ = edge
+        .store
+        .upsert_node(&edge.heartbeat(NodeStatus::Draining))
+        .await;
+    tracing::info!(
+        sockets = edge.hub.len(),
+        "draining: closing sockets with 1001"
+    );
+    edge.hub.close_all(hub::close_code::GOING_AWAY);
+    edge.sockets.close();
+    if tokio::time::timeout(ms(edge.config.drain_ms), edge.sockets.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(left = edge.hub.len(), "socket drain timed out");
+    }
+}
+
+/// Writes this node's heartbeat every `heartbeat_ms` until `shutdown`.
+async fn register(edge: Arc<EdgeState>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(ms(edge.config.heartbeat_ms));
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = edge
+            .store
+            .upsert_node(&edge.heartbeat(NodeStatus::Up))
+            .await
+        {
+            tracing::warn!(error = %e, "cannot write the node heartbeat");
+        }
+    }
+}

@@ -144,8 +144,13 @@ async fn messages_list_in_order_and_page(store: &dyn Store) {
         message("t-m", "m-q1", "k2b", 200, None),
         message("t-m", "m-q1", "k2a", 200, None),
     ] {
-        store.add_queue_message(&m).await.unwrap();
+        assert!(store.add_queue_message(&m).await.unwrap());
     }
+    let gone = message("t-m", "no-such-queue", "k9", 1, None);
+    assert!(
+        !store.add_queue_message(&gone).await.unwrap(),
+        "queue must exist"
+    );
     let q1 = QueueScope::Queue("m-q1");
     let all = store
         .list_queue_messages(q1, &After::Start, 10)

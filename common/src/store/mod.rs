@@ -153,7 +153,8 @@ pub trait Store: Send + Sync + 'static {
 
     // --- Mozilla messages ---
 
-    async fn add_queue_message(&self, message: &QueueMessage) -> StoreResult<()>;
+    /// Stores a message; false (and nothing stored) if its queue no longer exists.
+    async fn add_queue_message(&self, message: &QueueMessage) -> StoreResult<bool>;
     async fn queue_message(
         &self,
         scope: QueueScope<'_>,

@@ -522,9 +522,15 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn add_queue_message(&self, message: &QueueMessage) -> StoreResult<()> {
+    async fn add_queue_message(&self, message: &QueueMessage) -> StoreResult<bool> {
         let m = message.clone();
         self.write(move |c| {
+            let queue_exists = c
+                .prepare_cached("SELECT 1 FROM mozilla_queues WHERE queue_id = ?")?
+                .exists([&m.queue])?;
+            if !queue_exists {
+                return Ok(false);
+            }
             c.prepare_cached(
                 "INSERT INTO mozilla_messages
                  (key, queue_id, token_id, created_us, title, body, action_url, replace_id)
@@ -540,7 +546,7 @@ impl Store for SqliteStore {
                 m.body.action_url,
                 m.body.replace_id
             ])?;
-            Ok(())
+            Ok(true)
         })
         .await
     }

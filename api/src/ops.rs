@@ -1,0 +1,63 @@
+//! Operational endpoints of the API: `/health` (200 only when the store answers and at
+//! least one router socket is live, else 503 naming the failing part), `/version`,
+//! `/metrics`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use warp::Filter;
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+
+use crate::AppState;
+
+/// How long `/health` waits for the store.
+const STORE_PROBE: Duration = Duration::from_secs(2);
+
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let with_state = warp::any().map(move || state.clone());
+    let health = warp::path!("health")
+        .and(warp::get())
+        .and(with_state.clone())
+        .then(health);
+    let version = warp::path!("version")
+        .and(warp::get())
+        .map(|| warp::reply::json(&json!({"version": common::VERSION})).into_response());
+    let metrics =
+        warp::path!("metrics")
+            .and(warp::get())
+            .and(with_state)
+            .map(|state: Arc<AppState>| {
+                warp::reply::with_header(
+                    state.metrics.render(),
+                    "content-type",
+                    common::metrics::CONTENT_TYPE,
+                )
+                .into_response()
+            });
+    health.or(version).unify().or(metrics).unify()
+}
+
+async fn health(state: Arc<AppState>) -> Response {
+    let store = match tokio::time::timeout(STORE_PROBE, state.store.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 2 s".to_owned()),
+    };
+    let connected = state.publisher.connected();
+    let healthy = store.is_ok() && connected > 0;
+    let body = json!({
+        "status": if healthy { "ok" } else { "unavailable" },
+        "store": store.err().unwrap_or_else(|| "ok".into()),
+        "routers": {"connected": connected, "configured": state.publisher.configured()},
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}

@@ -1,0 +1,104 @@
+//! The edge's Prometheus metrics (`herald_websockets_*`), in one place.
+
+use common::metrics::Metrics;
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
+
+/// Every metric the edge records.
+pub struct EdgeMetrics {
+    pub registry: Metrics,
+    pub connections: IntGauge,
+    pub sockets: IntCounterVec,
+    pub deliveries: IntCounterVec,
+    pub duplicates: IntCounter,
+    pub slow_consumers: IntCounter,
+    pub router_envelopes: IntCounterVec,
+    pub anomalies: IntCounterVec,
+    pub recoveries: IntCounterVec,
+    pub recovered: IntCounter,
+    pub recovery_truncated: IntCounter,
+    pub invalid_envelopes: IntCounter,
+    pub bad_frames: IntCounter,
+    pub delivery_latency: Histogram,
+    pub resident_memory: IntGauge,
+}
+
+impl EdgeMetrics {
+    pub fn new() -> EdgeMetrics {
+        let m = Metrics::new("websockets");
+        EdgeMetrics {
+            connections: m.gauge("connections", "Open client sockets."),
+            sockets: m.counter_vec("sockets_total", "Socket attempts by outcome.", &["outcome"]),
+            deliveries: m.counter_vec(
+                "deliveries_total",
+                "Frames queued to sockets, by path.",
+                &["path"],
+            ),
+            duplicates: m.counter(
+                "duplicates_total",
+                "Replayed deliveries a socket already had.",
+            ),
+            slow_consumers: m.counter(
+                "slow_consumer_closes_total",
+                "Sockets closed 4008 for a full outbound queue.",
+            ),
+            router_envelopes: m.counter_vec(
+                "router_envelopes_total",
+                "Envelopes received from routers.",
+                &["kind"],
+            ),
+            anomalies: m.counter_vec(
+                "router_anomalies_total",
+                "Possible losses detected on router streams.",
+                &["reason"],
+            ),
+            recoveries: m.counter_vec(
+                "recoveries_total",
+                "Recovery passes by outcome.",
+                &["outcome"],
+            ),
+            recovered: m.counter(
+                "recovered_deliveries_total",
+                "Deliveries made by recovery passes.",
+            ),
+            recovery_truncated: m.counter(
+                "recovery_truncated_total",
+                "Recovery passes that hit websockets.recovery_max_messages.",
+            ),
+            invalid_envelopes: m.counter("invalid_envelopes_total", "Malformed envelopes dropped."),
+            bad_frames: m.counter(
+                "bad_frames_total",
+                "Client frames the dialect does not accept.",
+            ),
+            delivery_latency: m.latency(
+                "delivery_latency_seconds",
+                "From the API publishing to the frame being queued on a socket.",
+            ),
+            resident_memory: m.gauge(
+                "resident_memory_bytes",
+                "Resident set size of this process.",
+            ),
+            registry: m,
+        }
+    }
+
+    /// The exposition text, refreshing the RSS gauge first.
+    pub fn render(&self) -> String {
+        if let Some(rss) = resident_bytes() {
+            self.resident_memory.set(rss);
+        }
+        self.registry.render()
+    }
+}
+
+impl Default for EdgeMetrics {
+    fn default() -> Self {
+        EdgeMetrics::new()
+    }
+}
+
+/// This process's resident set size, from /proc/self/statm (Linux).
+pub fn resident_bytes() -> Option<i64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
