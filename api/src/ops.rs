@@ -51,6 +51,7 @@ async fn health(state: Arc<AppState>) -> Response {
     let healthy = store.is_ok() && connected > 0;
     let body = json!({
         "status": if healthy { "ok" } else { "unavailable" },
+        "pid": std::process::id(),
         "store": store.err().unwrap_or_else(|| "ok".into()),
         "routers": {"connected": connected, "configured": state.publisher.configured()},
     });

@@ -1,1 +1,560 @@
-//! placeholder
+//! The end-to-end harness: starts the real Herald binaries (built next to the test binary,
+//! e.g. `target/release/herald-api`) on free loopback ports, each with its own temporary
+//! SQLite file and log files, waits for their `/health` with a deadline, and kills them
+//! when dropped. Plus thin clients for the Mozilla HTTP API and real WebSocket sockets.
+//! Nothing here sleeps for a fixed time to wait for something: everything polls with a
+//! deadline (`eventually`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a cluster may take to become healthy on a loaded 2-core machine.
+pub const START_DEADLINE: Duration = Duration::from_secs(60);
+/// Default wait for an expected frame or state.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The repository root (where `etc/herald.toml` and `circus.ini` are).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The path of a Herald binary built in the same profile as this test.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/herald-<name>
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join(format!("herald-{name}"));
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first (`make test` runs `cargo build --release --bins`)",
+        path.display()
+    );
+    path
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `probe` until it returns `Some`, or panics with `what` after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// A running Herald binary, killed (SIGKILL) when dropped.
+pub struct Proc {
+    pub name: String,
+    binary: String,
+    args: Vec<String>,
+    env: BTreeMap<String, String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    /// Starts `herald-<binary>` with the dev config, `env` overrides and extra `args`,
+    /// appending stdout and stderr to `log`.
+    pub fn start(
+        name: &str,
+        binary: &str,
+        env: BTreeMap<String, String>,
+        args: Vec<String>,
+        log: PathBuf,
+    ) -> Proc {
+        let mut proc = Proc {
+            name: name.into(),
+            binary: binary.into(),
+            args,
+            env,
+            log,
+            child: None,
+        };
+        proc.spawn();
+        proc
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(binary(&self.binary))
+            .arg("--config")
+            .arg(repo_root().join("etc/herald.toml"))
+            .args(&self.args)
+            .envs(&self.env)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).expect("running")
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends a signal (e.g. `libc::SIGTERM`, `libc::SIGSTOP`).
+    pub fn signal(&self, signal: i32) {
+        send_signal(self.pid(), signal);
+    }
+
+    /// Waits for the process to exit by itself; its exit status.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let status = eventually(&format!("{} to exit", self.name), deadline, || {
+            let status = child.try_wait().unwrap();
+            async move { status }
+        })
+        .await;
+        self.child = None;
+        status
+    }
+
+    /// Starts the same command again (after `kill`).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// The last lines of this process's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- last log lines of {} ---\n{}",
+                self.name,
+                self.log_tail(30)
+            );
+        }
+        self.kill();
+    }
+}
+
+/// Sends `signal` to `pid` (a process this test started).
+#[allow(unsafe_code)]
+pub fn send_signal(pid: i32, signal: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions; pid is our own child.
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+}
+
+/// Ports of one test cluster.
+#[derive(Debug, Clone)]
+pub struct Ports {
+    pub api: u16,
+    pub router_pull: u16,
+    pub router_pub: u16,
+    pub router_http: u16,
+    pub monitor: u16,
+    pub edges: Vec<u16>,
+}
+
+/// A whole cluster of real processes: router, API, N edges, optionally the monitor.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub ports: Ports,
+    pub router: Proc,
+    pub api: Proc,
+    pub edges: Vec<Proc>,
+    pub monitor: Option<Proc>,
+}
+
+/// What to start.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub edges: usize,
+    pub monitor: bool,
+    /// Extra `HERALD__*` overrides (without the prefix) for every process.
+    pub env: &'static [(&'static str, &'static str)],
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            edges: 1,
+            monitor: false,
+            env: &[],
+        }
+    }
+}
+
+impl Cluster {
+    /// Starts the processes and waits until each reports healthy.
+    pub async fn start(options: Options) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = Ports {
+            api: free_port(),
+            router_pull: free_port(),
+            router_pub: free_port(),
+            router_http: free_port(),
+            monitor: free_port(),
+            edges: (0..options.edges).map(|_| free_port()).collect(),
+        };
+        let mut env = cluster_env(dir.path(), &ports);
+        for (key, value) in options.env {
+            env.insert(format!("HERALD__{key}"), (*value).to_owned());
+        }
+        let log = |name: &str| dir.path().join(format!("{name}.log"));
+        let router = Proc::start("router", "router", env.clone(), vec![], log("router"));
+        let api = Proc::start("api", "api", env.clone(), vec![], log("api"));
+        let edges = ports
+            .edges
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let mut env = env.clone();
+                env.insert(
+                    "HERALD__WEBSOCKETS__LISTEN".into(),
+                    format!("127.0.0.1:{port}"),
+                );
+                env.insert(
+                    "HERALD__WEBSOCKETS__PUBLIC_URL".into(),
+                    format!("ws://127.0.0.1:{port}"),
+                );
+                Proc::start(
+                    &format!("edge{i}"),
+                    "websockets",
+                    env,
+                    vec![],
+                    log(&format!("edge{i}")),
+                )
+            })
+            .collect();
+        let monitor = options
+            .monitor
+            .then(|| Proc::start("monitor", "monitor", env.clone(), vec![], log("monitor")));
+        let cluster = Cluster {
+            dir,
+            ports,
+            router,
+            api,
+            edges,
+            monitor,
+        };
+        cluster.wait_healthy().await;
+        cluster
+    }
+
+    /// Waits for every process's `/health` to answer 200.
+    pub async fn wait_healthy(&self) {
+        wait_health(&format!(
+            "http://127.0.0.1:{}/health",
+            self.ports.router_http
+        ))
+        .await;
+        wait_health(&format!("{}/health", self.api_url())).await;
+        for i in 0..self.edges.len() {
+            wait_health(&format!("http://127.0.0.1:{}/health", self.ports.edges[i])).await;
+        }
+        if self.monitor.is_some() {
+            wait_health(&format!("http://127.0.0.1:{}/health", self.ports.monitor)).await;
+        }
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.api)
+    }
+
+    /// `ws://127.0.0.1:<port>` of edge `i`.
+    pub fn edge_url(&self, i: usize) -> String {
+        format!("ws://127.0.0.1:{}", self.ports.edges[i])
+    }
+
+    pub fn moz(&self) -> Moz {
+        Moz::new(&self.api_url())
+    }
+}
+
+/// The environment that points every process of a test cluster at its own ports and files.
+pub fn cluster_env(dir: &Path, ports: &Ports) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    let mut set = |k: &str, v: String| {
+        env.insert(format!("HERALD__{k}"), v);
+    };
+    set(
+        "STORE__SQLITE_PATH",
+        dir.join("herald.db").display().to_string(),
+    );
+    set(
+        "CLUSTER__ROUTER_PULL",
+        format!("[\"tcp://127.0.0.1:{}\"]", ports.router_pull),
+    );
+    set(
+        "CLUSTER__ROUTER_PUB",
+        format!("[\"tcp://127.0.0.1:{}\"]", ports.router_pub),
+    );
+    set("CLUSTER__NODE_TTL_MS", "3000".into());
+    set(
+        "ROUTER__PULL",
+        format!("tcp://127.0.0.1:{}", ports.router_pull),
+    );
+    set(
+        "ROUTER__PUBLISH",
+        format!("tcp://127.0.0.1:{}", ports.router_pub),
+    );
+    set("ROUTER__LISTEN", format!("127.0.0.1:{}", ports.router_http));
+    set("ROUTER__HEARTBEAT_MS", "200".into());
+    set("API__LISTEN", format!("127.0.0.1:{}", ports.api));
+    set("API__PUBLIC_URL", format!("http://127.0.0.1:{}", ports.api));
+    set("API__ROUTER_HEARTBEAT_MS", "200".into());
+    set("WEBSOCKETS__HEARTBEAT_MS", "300".into());
+    set("WEBSOCKETS__ROUTER_SILENCE_MS", "1000".into());
+    set("MONITOR__LISTEN", format!("127.0.0.1:{}", ports.monitor));
+    set("MONITOR__INTERVAL_MS", "300".into());
+    set("MONITOR__CHECK_TIMEOUT_MS", "1000".into());
+    env
+}
+
+/// Polls `url` until it answers 200.
+pub async fn wait_health(url: &str) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    eventually(&format!("{url} to be healthy"), START_DEADLINE, || {
+        let request = http.get(url).send();
+        async move { request.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+    })
+    .await;
+}
+
+/// A client of the Mozilla-compatible API.
+#[derive(Clone)]
+pub struct Moz {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+/// A response's status and JSON body (`Null` when empty).
+pub type Answer = (u16, Value);
+
+impl Moz {
+    pub fn new(base: &str) -> Moz {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        Moz {
+            base: base.into(),
+            http,
+        }
+    }
+
+    pub async fn answer(response: reqwest::Response) -> Answer {
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap()
+        };
+        (status, body)
+    }
+
+    /// `POST /token/` → (token, own queue URL).
+    pub async fn token(&self) -> (String, String) {
+        let (status, body) = Self::answer(
+            self.http
+                .post(format!("{}/token/", self.base))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        (
+            body["token"].as_str().unwrap().into(),
+            body["queue"].as_str().unwrap().into(),
+        )
+    }
+
+    /// `POST /queue/` → the queue URL.
+    pub async fn queue(&self, token: &str, domain: &str) -> String {
+        let (status, body) = self
+            .form_post(
+                &format!("{}/queue/", self.base),
+                &[("token", token), ("domain", domain)],
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["queue"].as_str().unwrap().into()
+    }
+
+    pub async fn form_post(&self, url: &str, form: &[(&str, &str)]) -> Answer {
+        Self::answer(self.http.post(url).form(form).send().await.unwrap()).await
+    }
+
+    pub async fn json_post(&self, url: &str, body: &Value) -> Answer {
+        Self::answer(self.http.post(url).json(body).send().await.unwrap()).await
+    }
+
+    /// Posts a message with a title; returns its key.
+    pub async fn post(&self, queue: &str, title: &str) -> String {
+        let (status, body) = self.form_post(queue, &[("title", title)]).await;
+        assert_eq!(status, 200, "{body}");
+        body["key"].as_str().unwrap().into()
+    }
+
+    /// `GET <queue>` with `X-Auth-Token` and query pairs.
+    pub async fn messages(&self, queue: &str, token: &str, query: &[(&str, &str)]) -> Answer {
+        let request = self
+            .http
+            .get(queue)
+            .header("X-Auth-Token", token)
+            .query(query);
+        Self::answer(request.send().await.unwrap()).await
+    }
+}
+
+/// A real WebSocket client socket.
+pub struct Socket {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// Why a socket ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    Closed(Option<u16>),
+    Error(String),
+}
+
+impl Socket {
+    /// Connects to a full `ws://` URL; panics unless the handshake succeeds.
+    pub async fn connect(url: &str) -> Socket {
+        let (ws, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("handshake in time")
+            .unwrap_or_else(|e| panic!("handshake with {url} failed: {e}"));
+        Socket { ws }
+    }
+
+    /// Connects to edge `base` (`ws://host:port`) with a Mozilla token.
+    pub async fn mozilla(base: &str, token: &str) -> Socket {
+        Socket::connect(&format!("{base}/socket?token={token}")).await
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.into())).await.unwrap();
+    }
+
+    /// The next text frame as JSON, within `deadline`.
+    pub async fn next_json(&mut self, deadline: Duration) -> Value {
+        self.try_next_json(deadline).await.expect("a frame in time")
+    }
+
+    /// The next text frame as JSON, or `None` if none arrives within `deadline`.
+    pub async fn try_next_json(&mut self, deadline: Duration) -> Option<Value> {
+        let text = tokio::time::timeout(deadline, async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Text(text))) => return text.to_string(),
+                    Some(Ok(_)) => continue,
+                    other => panic!("socket ended while waiting for a frame: {other:?}"),
+                }
+            }
+        })
+        .await
+        .ok()?;
+        Some(serde_json::from_str(&text).unwrap())
+    }
+
+    /// Waits for the socket to end; how.
+    pub async fn ending(&mut self, deadline: Duration) -> Ending {
+        tokio::time::timeout(deadline, async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Close(frame))) => {
+                        return Ending::Closed(frame.map(|f| f.code.into()));
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Ending::Error(e.to_string()),
+                    None => return Ending::Closed(None),
+                }
+            }
+        })
+        .await
+        .expect("the socket to end in time")
+    }
+}
+
+/// Receives frames until every key in `keys` arrived as a message; panics on a deadline.
+/// Returns how many frames carried each key (to check for duplicates).
+pub async fn collect_keys(
+    socket: &mut Socket,
+    keys: &[String],
+    deadline: Duration,
+) -> BTreeMap<String, usize> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let start = Instant::now();
+    while keys.iter().any(|k| !seen.contains_key(k)) {
+        let left = deadline.checked_sub(start.elapsed()).unwrap_or_default();
+        let missing = keys.iter().filter(|k| !seen.contains_key(*k)).count();
+        assert!(
+            !left.is_zero(),
+            "{missing} of {} messages never arrived",
+            keys.len()
+        );
+        let Some(frame) = socket.try_next_json(left).await else {
+            panic!("{missing} of {} messages never arrived", keys.len())
+        };
+        if let Some(key) = frame["key"].as_str() {
+            *seen.entry(key.to_owned()).or_default() += 1;
+        }
+    }
+    seen
+}

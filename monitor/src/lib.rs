@@ -1,1 +1,261 @@
-//! placeholder
+//! `herald-monitor`: the cluster's health. Every `interval_ms` it reads the edge registry,
+//! opens a real WebSocket handshake (with a token of its own) to every edge URL whose
+//! heartbeat is fresh, records the result in the store — `failures_before_down`
+//! consecutive failures mark the edge down, so `GET /nodes/` stops offering it, and one
+//! good check brings it back — and deletes rows of edges silent for `prune_after_ms`.
+//! It serves the last round as `/status` (JSON), `/` (a small HTML page), `/health` and
+//! `/metrics`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use common::clock::{now_us, us_to_secs};
+use common::config::{Config, MonitorConfig, ms};
+use common::http::ServeOptions;
+use common::metrics::Metrics;
+use common::store::{NodeRecord, Store};
+use common::token::{mozilla_token_id, new_mozilla_token, new_queue_id};
+use futures_util::future::join_all;
+use prometheus::{Histogram, IntCounterVec, IntGauge};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+mod web;
+
+/// The outcome of the last handshake check of one edge URL.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub ok: bool,
+    pub latency_ms: Option<f64>,
+    pub error: Option<String>,
+    /// Seconds since the epoch.
+    pub at: f64,
+}
+
+/// One edge as `/status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatusView {
+    pub id: String,
+    pub url: String,
+    pub status: &'static str,
+    pub healthy: bool,
+    pub connections: u64,
+    pub heartbeat_age_ms: i64,
+    pub check_failures: u32,
+    pub monitor_down: bool,
+    pub last_check: Option<Check>,
+}
+
+/// The last completed round.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    pub round_at: f64,
+    pub store: String,
+    pub nodes: Vec<NodeStatusView>,
+}
+
+struct MonitorState {
+    store: Arc<dyn Store>,
+    config: MonitorConfig,
+    node_ttl_us: i64,
+    /// The monitor's own Mozilla token, presented on every handshake.
+    token: String,
+    checks: RwLock<BTreeMap<String, Check>>,
+    snapshot: RwLock<Snapshot>,
+    metrics: Metrics,
+    check_outcomes: IntCounterVec,
+    check_latency: Histogram,
+    nodes_healthy: IntGauge,
+    nodes_registered: IntGauge,
+}
+
+/// A monitor with its listener bound and token registered, ready to `run`.
+pub struct Monitor {
+    listener: TcpListener,
+    state: Arc<MonitorState>,
+}
+
+/// Opens the store, registers the monitor's token and binds the status listener.
+pub async fn bind(config: &Config) -> anyhow::Result<Monitor> {
+    let store = common::store::open(&config.store)
+        .await
+        .context("cannot open the store")?;
+    let token = new_mozilla_token();
+    let id = mozilla_token_id(&token).expect("a fresh token has the token shape");
+    store
+        .create_token(&id, &new_queue_id(), now_us())
+        .await
+        .context("cannot register the monitor token")?;
+    let listener =
+        config.monitor.listen.bind().await.with_context(|| {
+            format!("cannot listen on monitor.listen {}", config.monitor.listen)
+        })?;
+    let metrics = Metrics::new("monitor");
+    let state = MonitorState {
+        store,
+        config: config.monitor.clone(),
+        node_ttl_us: i64::try_from(config.cluster.node_ttl_ms.saturating_mul(1000))
+            .unwrap_or(i64::MAX),
+        token,
+        checks: RwLock::new(BTreeMap::new()),
+        snapshot: RwLock::new(Snapshot::default()),
+        check_outcomes: metrics.counter_vec(
+            "checks_total",
+            "Edge handshake checks by outcome.",
+            &["outcome"],
+        ),
+        check_latency: metrics.latency("check_seconds", "Edge WebSocket handshake time."),
+        nodes_healthy: metrics.gauge("nodes_healthy", "Edges offered to clients."),
+        nodes_registered: metrics.gauge("nodes_registered", "Edges in the registry."),
+        metrics,
+    };
+    Ok(Monitor {
+        listener,
+        state: Arc::new(state),
+    })
+}
+
+/// Binds and runs until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    bind(&config).await?.run(shutdown).await
+}
+
+impl Monitor {
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Checks every `interval_ms` and serves the status until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(listen = %self.listener.local_addr()?, "monitor ready");
+        let options = ServeOptions {
+            header_read_timeout: Duration::from_secs(10),
+            drain: Duration::from_secs(2),
+        };
+        let http = tokio::spawn(common::http::serve_filter(
+            self.listener,
+            web::routes(self.state.clone()),
+            shutdown.clone(),
+            options,
+        ));
+        let mut tick = tokio::time::interval(ms(self.state.config.interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => round(&self.state).await,
+            }
+        }
+        let _ = http.await;
+        Ok(())
+    }
+}
+
+/// One round: prune, check every live URL once, record, publish the snapshot.
+async fn round(state: &MonitorState) {
+    let now = now_us();
+    let prune_before =
+        now.saturating_sub((state.config.prune_after_ms as i64).saturating_mul(1000));
+    if let Err(e) = state.store.prune_nodes(prune_before).await {
+        tracing::warn!(error = %e, "cannot prune the edge registry");
+    }
+    let nodes = match state.store.nodes().await {
+        Ok(nodes) => nodes,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the edge registry");
+            publish(state, Vec::new(), now, e.to_string());
+            return;
+        }
+    };
+    let mut urls: Vec<&str> = nodes
+        .iter()
+        .filter(|n| now - n.heartbeat_us <= state.node_ttl_us)
+        .map(|n| n.url.as_str())
+        .collect();
+    urls.sort_unstable();
+    urls.dedup();
+    let results = join_all(urls.iter().map(|url| check(state, url))).await;
+    for (url, result) in urls.iter().zip(results) {
+        if let Err(e) = state
+            .store
+            .record_node_check(url, result.ok, now_us(), state.config.failures_before_down)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record a check");
+        }
+        if let Ok(mut checks) = state.checks.write() {
+            checks.insert((*url).to_owned(), result);
+        }
+    }
+    let nodes = state.store.nodes().await.unwrap_or(nodes);
+    publish(state, nodes, now, "ok".into());
+}
+
+/// A real WebSocket handshake against `url`'s Mozilla endpoint.
+async fn check(state: &MonitorState, url: &str) -> Check {
+    let started = Instant::now();
+    let target = format!("{url}/socket?token={}", state.token);
+    let attempt = tokio::time::timeout(
+        ms(state.config.check_timeout_ms),
+        tokio_tungstenite::connect_async(target),
+    )
+    .await;
+    let error = match attempt {
+        Ok(Ok((mut socket, _))) => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(None)).await;
+            None
+        }
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!(
+            "no handshake within {} ms",
+            state.config.check_timeout_ms
+        )),
+    };
+    let elapsed = started.elapsed();
+    let outcome = if error.is_none() { "ok" } else { "failed" };
+    state.check_outcomes.with_label_values(&[outcome]).inc();
+    if error.is_none() {
+        state.check_latency.observe(elapsed.as_secs_f64());
+    } else {
+        tracing::warn!(%url, error = error.as_deref().unwrap_or(""), "edge check failed");
+    }
+    Check {
+        ok: error.is_none(),
+        latency_ms: error.is_none().then(|| elapsed.as_secs_f64() * 1e3),
+        error,
+        at: us_to_secs(now_us()),
+    }
+}
+
+fn publish(state: &MonitorState, nodes: Vec<NodeRecord>, now: i64, store: String) {
+    let checks = state.checks.read().map(|c| c.clone()).unwrap_or_default();
+    let views: Vec<NodeStatusView> = nodes
+        .into_iter()
+        .map(|n| NodeStatusView {
+            healthy: n.is_healthy(now, state.node_ttl_us),
+            status: n.status.as_str(),
+            heartbeat_age_ms: (now - n.heartbeat_us) / 1000,
+            last_check: checks.get(&n.url).cloned(),
+            id: n.id,
+            url: n.url,
+            connections: n.connections,
+            check_failures: n.check_failures,
+            monitor_down: n.monitor_down,
+        })
+        .collect();
+    state.nodes_registered.set(views.len() as i64);
+    state
+        .nodes_healthy
+        .set(views.iter().filter(|v| v.healthy).count() as i64);
+    if let Ok(mut snapshot) = state.snapshot.write() {
+        *snapshot = Snapshot {
+            round_at: us_to_secs(now),
+            store,
+            nodes: views,
+        };
+    }
+}

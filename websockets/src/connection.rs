@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::clock::now_us;
 use common::config::ms;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
@@ -28,10 +27,10 @@ use crate::hub::{Conn, close_code};
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// How the socket proves who it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Auth {
-    /// Checked before the upgrade (`?token=`): the token id.
-    Token(String),
+    /// Checked before the upgrade (`?token=`) and already registered with the hub, so a
+    /// delivery that arrives while the 101 is on its way is queued, not missed.
+    Registered(Arc<Conn>, mpsc::Receiver<Utf8Bytes>),
     /// Mozilla's legacy first text frame `token: T`, within the handshake timeout.
     FirstFrame,
 }
@@ -50,30 +49,31 @@ type Closing = (u16, &'static str);
 
 /// Serves one upgraded socket to the end.
 pub async fn serve(edge: Arc<EdgeState>, mut ws: Socket, auth: Auth) {
-    let token = match auth {
-        Auth::Token(token) => token,
-        Auth::FirstFrame => match first_frame_token(&edge, &mut ws).await {
-            Ok(token) => token,
-            Err(closing) => {
-                edge.metrics
-                    .sockets
-                    .with_label_values(&["first_frame_rejected"])
-                    .inc();
-                close(&mut ws, closing).await;
-                return;
+    let (conn, frames) = match auth {
+        Auth::Registered(conn, frames) => (conn, frames),
+        Auth::FirstFrame => {
+            let token = match first_frame_token(&edge, &mut ws).await {
+                Ok(token) => token,
+                Err(closing) => {
+                    edge.metrics
+                        .sockets
+                        .with_label_values(&["first_frame_rejected"])
+                        .inc();
+                    close(&mut ws, closing).await;
+                    return;
+                }
+            };
+            match edge.register(&token) {
+                Some(registered) => registered,
+                None => {
+                    close(&mut ws, (1013, "too many connections; try again later")).await;
+                    return;
+                }
             }
-        },
+        }
     };
-    let Some((conn, frames)) = edge.hub.register(&token, now_us()) else {
-        edge.metrics.sockets.with_label_values(&["full"]).inc();
-        close(&mut ws, (1013, "too many connections; try again later")).await;
-        return;
-    };
-    edge.metrics.sockets.with_label_values(&["accepted"]).inc();
-    edge.metrics.connections.set(edge.hub.len() as i64);
     let closing = pump(&edge, &mut ws, &conn, frames).await;
-    edge.hub.unregister(&conn);
-    edge.metrics.connections.set(edge.hub.len() as i64);
+    edge.unregister(&conn);
     if let Some(closing) = closing {
         if closing.0 == close_code::SLOW_CONSUMER {
             edge.metrics.slow_consumers.inc();

@@ -82,7 +82,16 @@ async fn mozilla_socket(edge: Arc<EdgeState>, req: Request<Incoming>) -> Respons
     let auth = match query_param(req.uri().query(), "token") {
         None => Auth::FirstFrame,
         Some(token) => match edge.authenticate(&token).await {
-            Ok(id) => Auth::Token(id),
+            Ok(id) => match edge.register(&id) {
+                Some((conn, frames)) => Auth::Registered(conn, frames),
+                None => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "This node is at its connection limit.",
+                    );
+                }
+            },
             Err(AuthError::Unknown) => {
                 edge.metrics
                     .sockets
@@ -123,7 +132,12 @@ fn upgrade(
                         .await;
                 connection::serve(task_edge, ws, auth).await;
             }
-            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                if let Auth::Registered(conn, _) = &auth {
+                    task_edge.unregister(conn);
+                }
+            }
         }
     });
     let mut response = Response::new(Full::new(Bytes::new()));
@@ -196,6 +210,7 @@ async fn health(edge: &EdgeState) -> Response<Full<Bytes>> {
     let body = json!({
         "status": if healthy { "ok" } else { "unavailable" },
         "node": edge.node_id,
+        "pid": std::process::id(),
         "connections": edge.hub.len(),
         "draining": edge.is_draining(),
         "store": store.err().unwrap_or_else(|| "ok".into()),

@@ -127,6 +127,26 @@ impl EdgeState {
         fanout.queued
     }
 
+    /// Registers a socket of `token` with the hub (counted in metrics); `None` when full.
+    pub fn register(
+        &self,
+        token: &str,
+    ) -> Option<(Arc<hub::Conn>, tokio::sync::mpsc::Receiver<Utf8Bytes>)> {
+        let Some(registered) = self.hub.register(token, now_us()) else {
+            self.metrics.sockets.with_label_values(&["full"]).inc();
+            return None;
+        };
+        self.metrics.sockets.with_label_values(&["accepted"]).inc();
+        self.metrics.connections.set(self.hub.len() as i64);
+        Some(registered)
+    }
+
+    /// Removes a socket from the hub.
+    pub fn unregister(&self, conn: &hub::Conn) {
+        self.hub.unregister(conn);
+        self.metrics.connections.set(self.hub.len() as i64);
+    }
+
     fn heartbeat(&self, status: NodeStatus) -> NodeHeartbeat {
         NodeHeartbeat {
             id: self.node_id.clone(),

@@ -1,0 +1,159 @@
+//! Delivery through real binaries: API → router → edge → a real WebSocket client, in the
+//! Mozilla dialect (query token and legacy first frame), across two edges, with read sync,
+//! and `/nodes/` ordering.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use e2e::{Cluster, DEADLINE, Ending, Options, Socket, eventually};
+use serde_json::Value;
+
+#[tokio::test]
+async fn a_posted_message_reaches_the_tokens_socket() {
+    let cluster = Cluster::start(Options::default()).await;
+    let moz = cluster.moz();
+    let (token, own_queue) = moz.token().await;
+    let queue = moz.queue(&token, "example.com").await;
+    let mut socket = Socket::mozilla(&cluster.edge_url(0), &token).await;
+
+    let (status, posted) = moz
+        .form_post(
+            &queue,
+            &[
+                ("title", "Hello"),
+                ("body", "World"),
+                ("actionUrl", "http://example.com/x"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{posted}");
+    let frame = socket.next_json(DEADLINE).await;
+    assert_eq!(frame["key"], posted["key"]);
+    assert_eq!(frame["timestamp"], posted["timestamp"]);
+    assert_eq!(frame["queue"], Value::String(queue.clone()));
+    assert_eq!(
+        frame["body"],
+        serde_json::json!({"title": "Hello", "body": "World", "actionUrl": "http://example.com/x"})
+    );
+
+    // The token's own queue delivers to the same sockets.
+    let key = moz.post(&own_queue, "to myself").await;
+    assert_eq!(socket.next_json(DEADLINE).await["key"], Value::String(key));
+}
+
+#[tokio::test]
+async fn the_legacy_first_frame_authenticates_and_bad_tokens_are_refused() {
+    let cluster = Cluster::start(Options::default()).await;
+    let moz = cluster.moz();
+    let (token, own_queue) = moz.token().await;
+    let mut socket = Socket::connect(&format!("{}/socket", cluster.edge_url(0))).await;
+    socket.send_text(&format!("token: {token}")).await;
+    // The edge registers the socket when it has read that frame, which the client cannot
+    // observe: post until one arrives.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let frame = loop {
+        let key = moz.post(&own_queue, "legacy").await;
+        if let Some(frame) = socket
+            .try_next_json(std::time::Duration::from_millis(300))
+            .await
+        {
+            break (frame, key);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the legacy socket never received"
+        );
+    };
+    assert!(frame.0["key"].is_string(), "{}", frame.0);
+
+    let mut wrong = Socket::connect(&format!("{}/socket", cluster.edge_url(0))).await;
+    wrong.send_text("token: 0000").await;
+    assert_eq!(wrong.ending(DEADLINE).await, Ending::Closed(Some(1008)));
+
+    let refused =
+        tokio_tungstenite::connect_async(format!("{}/socket?token=forged", cluster.edge_url(0)))
+            .await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("a forged token must get 401, got {other:?}"),
+    }
+    let unknown = format!("{}/socket?token={}", cluster.edge_url(0), "a".repeat(64));
+    match tokio_tungstenite::connect_async(unknown).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("an unknown token must get 401, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn two_edges_each_deliver_to_their_socket_and_read_sync_reaches_both() {
+    let cluster = Cluster::start(Options {
+        edges: 2,
+        ..Options::default()
+    })
+    .await;
+    let moz = cluster.moz();
+    let (token, _) = moz.token().await;
+    let queue = moz.queue(&token, "news.example").await;
+    let mut phone = Socket::mozilla(&cluster.edge_url(0), &token).await;
+    let mut laptop = Socket::mozilla(&cluster.edge_url(1), &token).await;
+
+    let key = moz.post(&queue, "breaking").await;
+    for socket in [&mut phone, &mut laptop] {
+        assert_eq!(
+            socket.next_json(DEADLINE).await["key"],
+            Value::String(key.clone())
+        );
+    }
+    let (status, body) = moz
+        .form_post(&queue, &[("action", "read"), ("key", &key)])
+        .await;
+    assert_eq!(
+        (status, body),
+        (200, serde_json::json!({"key": key, "read": true}))
+    );
+    for socket in [&mut phone, &mut laptop] {
+        assert_eq!(
+            socket.next_json(DEADLINE).await,
+            serde_json::json!({"read": key})
+        );
+    }
+}
+
+#[tokio::test]
+async fn nodes_lists_healthy_edges_least_loaded_first() {
+    let cluster = Cluster::start(Options {
+        edges: 2,
+        ..Options::default()
+    })
+    .await;
+    let moz = cluster.moz();
+    let (token, _) = moz.token().await;
+    let edge0 = cluster.edge_url(0);
+    let mut busy = Vec::new();
+    for _ in 0..3 {
+        busy.push(Socket::mozilla(&edge0, &token).await);
+    }
+    let expected = vec![
+        format!("{}/socket", cluster.edge_url(1)),
+        format!("{}/socket", cluster.edge_url(0)),
+    ];
+    eventually("/nodes/ to put the idle edge first", DEADLINE, || {
+        let moz = moz.clone();
+        let expected = expected.clone();
+        async move {
+            let response = moz
+                .http
+                .get(format!("{}/nodes/", moz.base))
+                .send()
+                .await
+                .ok()?;
+            let body: Value = response.json().await.ok()?;
+            let nodes: Vec<String> = serde_json::from_value(body["nodes"].clone()).ok()?;
+            (nodes == expected).then_some(())
+        }
+    })
+    .await;
+}

@@ -1,0 +1,119 @@
+//! The monitor's HTTP surface: `/status` (the last round as JSON), `/` (the same as a small
+//! HTML table), `/health` (200 when the store answers), `/metrics`, `/version`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use warp::Filter;
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+
+use crate::{MonitorState, Snapshot};
+
+pub(crate) fn routes(
+    state: Arc<MonitorState>,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let with_state = warp::any().map(move || state.clone());
+    let status = warp::path!("status")
+        .and(warp::get())
+        .and(with_state.clone())
+        .map(|state: Arc<MonitorState>| warp::reply::json(&snapshot(&state)).into_response());
+    let page = warp::path::end()
+        .and(warp::get())
+        .and(with_state.clone())
+        .map(|state: Arc<MonitorState>| {
+            warp::reply::html(render_html(&snapshot(&state))).into_response()
+        });
+    let health = warp::path!("health")
+        .and(warp::get())
+        .and(with_state.clone())
+        .then(health);
+    let metrics =
+        warp::path!("metrics")
+            .and(warp::get())
+            .and(with_state)
+            .map(|state: Arc<MonitorState>| {
+                warp::reply::with_header(
+                    state.metrics.render(),
+                    "content-type",
+                    common::metrics::CONTENT_TYPE,
+                )
+                .into_response()
+            });
+    let version = warp::path!("version")
+        .and(warp::get())
+        .map(|| warp::reply::json(&json!({"version": common::VERSION})).into_response());
+    status
+        .or(page)
+        .unify()
+        .or(health)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(version)
+        .unify()
+        .recover(common::http::json_rejection)
+        .unify()
+}
+
+fn snapshot(state: &MonitorState) -> Snapshot {
+    state.snapshot.read().map(|s| s.clone()).unwrap_or_default()
+}
+
+async fn health(state: Arc<MonitorState>) -> Response {
+    let store = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
+    let (status, detail) = match store {
+        Ok(Ok(())) => (StatusCode::OK, "ok".to_owned()),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no answer within 2 s".to_owned(),
+        ),
+    };
+    let healthy = status == StatusCode::OK;
+    let body = json!({"status": if healthy { "ok" } else { "unavailable" }, "store": detail});
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn render_html(snapshot: &Snapshot) -> String {
+    let rows: String = snapshot
+        .nodes
+        .iter()
+        .map(|n| {
+            let check = n.last_check.as_ref().map_or("-".to_owned(), |c| match (&c.error, c.latency_ms) {
+                (None, Some(ms)) => format!("ok, {ms:.1} ms"),
+                (Some(e), _) => escape(e),
+                _ => "-".into(),
+            });
+            format!(
+                "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ms</td><td>{}</td></tr>",
+                if n.healthy { "up" } else { "down" },
+                escape(&n.id),
+                escape(&n.url),
+                if n.healthy { "healthy" } else { "down" },
+                n.connections,
+                n.heartbeat_age_ms,
+                check
+            )
+        })
+        .collect();
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Herald status</title>\
+         <meta http-equiv=\"refresh\" content=\"5\"><style>body{{font-family:sans-serif}}\
+         td,th{{padding:4px 10px;text-align:left}}.up{{color:#060}}.down{{color:#a00}}</style></head>\
+         <body><h1>Herald edges</h1><p>Store: {}. Last round at {:.0}.</p><table>\
+         <tr><th>node</th><th>url</th><th>state</th><th>sockets</th><th>heartbeat age</th><th>last check</th></tr>\
+         {rows}</table><p><a href=\"/status\">JSON</a> · <a href=\"/metrics\">metrics</a></p></body></html>",
+        escape(&snapshot.store),
+        snapshot.round_at
+    )
+}
