@@ -563,6 +563,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
     fn env_overrides_nested_keys_and_lists() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("h.toml", "[api]\npublic_url = \"http://file:1\"\n")?;

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod net;
 pub mod shutdown;
 pub mod store;
+pub mod testing;
 pub mod token;
 pub mod wire;
 

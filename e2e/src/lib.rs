@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,11 +32,16 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The path of a Herald binary built in the same profile as this test.
+/// The path of a Herald binary built in the same profile as the running executable: a test
+/// lives in `target/<profile>/deps/`, the bench binary in `target/<profile>/`.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> -> target/<profile>/herald-<name>
-    let dir = exe.parent().unwrap().parent().unwrap();
+    let dir = exe.parent().unwrap();
+    let dir = if dir.ends_with("deps") {
+        dir.parent().unwrap()
+    } else {
+        dir
+    };
     let path = dir.join(format!("herald-{name}"));
     assert!(
         path.is_file(),
@@ -47,14 +51,7 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use common::testing::free_port;
 
 /// Polls `probe` until it returns `Some`, or panics with `what` after `deadline`.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut probe: F) -> T

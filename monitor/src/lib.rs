@@ -225,7 +225,7 @@ async fn check(state: &MonitorState, url: &str) -> Check {
     }
     Check {
         ok: error.is_none(),
-        latency_ms: error.is_none().then(|| elapsed.as_secs_f64() * 1e3),
+        latency_ms: error.is_none().then_some(elapsed.as_secs_f64() * 1e3),
         error,
         at: us_to_secs(now_us()),
     }

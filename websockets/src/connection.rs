@@ -126,10 +126,16 @@ async fn pump(
             code = conn.closed() => return Some((code, close_reason(code))),
             frame = frames.recv() => {
                 let frame = frame?;
-                match tokio::time::timeout(WRITE_TIMEOUT, write_burst(ws, conn, frame, &mut frames)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return None,
-                    Err(_) => return Some((close_code::SLOW_CONSUMER, close_reason(close_code::SLOW_CONSUMER))),
+                // A client that stopped reading blocks the write: the hub's close (its
+                // queue overflowed meanwhile) or the write timeout ends it.
+                let write = tokio::time::timeout(WRITE_TIMEOUT, write_burst(ws, conn, frame, &mut frames));
+                tokio::select! {
+                    written = write => match written {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return None,
+                        Err(_) => return Some((close_code::SLOW_CONSUMER, close_reason(close_code::SLOW_CONSUMER))),
+                    },
+                    code = conn.closed() => return Some((code, close_reason(code))),
                 }
             }
             incoming = ws.next() => match incoming {

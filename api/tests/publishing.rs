@@ -1,0 +1,249 @@
+//! In-process tests of `herald-api` on 127.0.0.1 port 0 with a real SQLite file: a test
+//! ZeroMQ PULL socket stands in for the router, so the envelopes the API sends can be read
+//! exactly — including across a "router" that dies and comes back on the same port.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use common::config::Config;
+use common::message::Delivery;
+use common::testing::{free_endpoint, loopback_config};
+use common::wire::{Envelope, Kind};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use zeromq::{PullSocket, Socket, SocketRecv};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct Running {
+    base: String,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(configure: impl FnOnce(&mut Config)) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = loopback_config(dir.path());
+    configure(&mut config);
+    let api = api::bind(&config).await.unwrap();
+    let base = format!("http://{}", api.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(api.run(shutdown.clone()));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    Running {
+        base,
+        http,
+        shutdown,
+        task,
+        _dir: dir,
+    }
+}
+
+impl Running {
+    async fn post_message(&self) -> (String, String) {
+        let token: Value = self
+            .http
+            .post(format!("{}/token/", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        // The queue URL names api.public_url; this test server listens elsewhere.
+        let path = token["queue"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("http://127.0.0.1:5001");
+        let queue = format!("{}{path}", self.base);
+        let posted: Value = self
+            .http
+            .post(&queue)
+            .form(&[("title", "hi")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (queue, posted["key"].as_str().unwrap().to_owned())
+    }
+
+    async fn health(&self) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}/health", self.base))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(DEADLINE, self.task)
+            .await
+            .expect("run returns after shutdown")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Receives envelopes until one of `kind` arrives.
+async fn next_of(pull: &mut PullSocket, kind: Kind) -> Envelope {
+    loop {
+        let message = tokio::time::timeout(DEADLINE, pull.recv())
+            .await
+            .expect("an envelope in time")
+            .unwrap();
+        let envelope = Envelope::from_message(message).unwrap();
+        if envelope.header.kind == kind {
+            return envelope;
+        }
+    }
+}
+
+async fn wait_health(api: &Running, status: u16) -> Value {
+    let start = Instant::now();
+    loop {
+        let (got, body) = api.health().await;
+        if got == status {
+            return body;
+        }
+        assert!(start.elapsed() < DEADLINE, "health stayed {got}: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn stores_then_pushes_to_the_router() {
+    let endpoint = free_endpoint();
+    let mut pull = PullSocket::new();
+    pull.bind(&endpoint).await.unwrap();
+    let api = start(|c| c.cluster.router_pull = vec![endpoint.clone()]).await;
+    wait_health(&api, 200).await;
+    let (queue, key) = api.post_message().await;
+    let envelope = next_of(&mut pull, Kind::Deliver).await;
+    let Delivery::QueueMessage { message } = envelope.delivery().unwrap() else {
+        panic!("a queue message")
+    };
+    assert_eq!(message.key, key);
+    assert!(queue.contains(&message.queue));
+    assert_eq!(
+        (envelope.header.epoch, envelope.header.seq),
+        (0, 0),
+        "the router stamps, not the API"
+    );
+    assert!(envelope.header.origin_us > 0);
+    api.stop().await;
+}
+
+/// (A router restart needs a real process to die: an in-process drop leaves zmq.rs peer
+/// connections open. `e2e/tests/faults.rs` covers it with kill -9.)
+#[tokio::test]
+async fn health_is_503_until_a_router_answers() {
+    let endpoint = free_endpoint();
+    let api = start(|c| {
+        c.cluster.router_pull = vec![endpoint.clone()];
+        c.api.router_heartbeat_ms = 100;
+    })
+    .await;
+    let body = wait_health(&api, 503).await;
+    assert_eq!(body["routers"]["connected"], 0, "{body}");
+    assert_eq!(body["store"], "ok", "{body}");
+
+    let mut pull = PullSocket::new();
+    pull.bind(&endpoint).await.unwrap();
+    wait_health(&api, 200).await;
+    next_of(&mut pull, Kind::Heartbeat).await;
+
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn deliveries_dropped_while_no_router_is_up_are_announced_for_recovery() {
+    let endpoint = free_endpoint();
+    let api = start(|c| {
+        c.cluster.router_pull = vec![endpoint.clone()];
+        c.api.publish_queue = 1;
+        c.api.publish_timeout_ms = 50;
+    })
+    .await;
+    let before = common::clock::now_us();
+    for _ in 0..3 {
+        api.post_message().await;
+    }
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("herald_api_publish_dropped_total 0"),
+        "some deliveries were dropped:\n{metrics}"
+    );
+
+    let mut pull = PullSocket::new();
+    pull.bind(&endpoint).await.unwrap();
+    let recover = next_of(&mut pull, Kind::Recover)
+        .await
+        .recover_request()
+        .unwrap();
+    assert!(
+        recover.from_us >= before,
+        "recovery starts at the first dropped message"
+    );
+    assert!(recover.from_us <= common::clock::now_us());
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_and_chunked_bodies_are_bounded() {
+    let api = start(|c| c.api.max_body_bytes = 2048).await;
+    let (queue, _) = api.post_message().await;
+    let big = "x".repeat(4096);
+    let response = api
+        .http
+        .post(&queue)
+        .form(&[("title", big.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    // Without Content-Length (a chunked body) the limit still holds.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let path = queue.trim_start_matches(&api.base).to_owned();
+    let mut stream = tokio::net::TcpStream::connect(api.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..8 {
+        stream
+            .write_all(format!("200\r\n{}\r\n", "a".repeat(512)).as_bytes())
+            .await
+            .unwrap();
+    }
+    stream.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut response = vec![0u8; 64];
+    let n = tokio::time::timeout(DEADLINE, stream.read(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let status_line = String::from_utf8_lossy(&response[..n]).to_string();
+    assert!(status_line.starts_with("HTTP/1.1 413"), "{status_line}");
+    api.stop().await;
+}

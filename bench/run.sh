@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# `make bench`: measures a local cluster (loopback only, bounded in time) and appends the
+# numbers to bench/results/results.txt. Numbers, not assertions: compare runs on one box.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --bins
+out=bench/results/results.txt
+echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" >> "$out"
+target/release/herald-bench --out "$out" idle-sockets --sockets "${IDLE_SOCKETS:-5000}"
+target/release/herald-bench --out "$out" latency --subscribers "${SUBSCRIBERS:-1000}" --rate "${RATE:-20}" --seconds "${SECONDS_:-10}"

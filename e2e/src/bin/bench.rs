@@ -1,0 +1,202 @@
+//! `herald-bench`: measurements on a real local cluster (router, API, one edge, started by
+//! the e2e harness on free loopback ports). It prints numbers and appends them to a file;
+//! it asserts nothing — these machines are shared and noisy.
+//!
+//! - `idle-sockets`: opens N idle Mozilla sockets on one edge and reports the edge's RSS
+//!   growth per socket (SPEC §12 target: ≤ 10 KiB).
+//! - `latency`: S sockets of one token, messages posted at R per second for T seconds;
+//!   reports publish→deliver percentiles over every (message, socket) pair.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use e2e::{Cluster, Options, Socket};
+use futures_util::future::join_all;
+use serde_json::Value;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald-bench",
+    about = "Benchmarks Herald on a local cluster (loopback only)."
+)]
+struct Args {
+    /// Append results here.
+    #[arg(long, default_value = "bench/results/results.txt")]
+    out: PathBuf,
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// RSS per idle socket on one edge.
+    IdleSockets {
+        #[arg(long, default_value_t = 5_000)]
+        sockets: usize,
+    },
+    /// Publish→deliver latency percentiles through API → router → edge → socket.
+    Latency {
+        #[arg(long, default_value_t = 1_000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let report = match args.bench {
+        Bench::IdleSockets { sockets } => idle_sockets(sockets).await,
+        Bench::Latency {
+            subscribers,
+            rate,
+            seconds,
+        } => latency(subscribers, rate, seconds).await,
+    };
+    println!("{report}");
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.out)
+        .unwrap();
+    writeln!(file, "{report}").unwrap();
+    eprintln!("appended to {}", args.out.display());
+}
+
+/// Resident set size of `pid` in bytes, from /proc.
+fn rss_bytes(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+async fn edge_connections(cluster: &Cluster) -> u64 {
+    let url = format!("http://127.0.0.1:{}/health", cluster.ports.edges[0]);
+    let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    body["connections"].as_u64().unwrap_or(0)
+}
+
+async fn open_sockets(url: &str, token: &str, n: usize) -> Vec<Socket> {
+    let mut sockets = Vec::with_capacity(n);
+    while sockets.len() < n {
+        let batch = (n - sockets.len()).min(250);
+        sockets.extend(join_all((0..batch).map(|_| Socket::mozilla(url, token))).await);
+    }
+    sockets
+}
+
+async fn idle_sockets(n: usize) -> String {
+    let cluster = Cluster::start(Options::default()).await;
+    let (token, _) = cluster.moz().token().await;
+    let pid = cluster.edges[0].pid();
+    // Warm the runtime and allocator with a few sockets, then measure from there.
+    drop(open_sockets(&cluster.edge_url(0), &token, 50).await);
+    while edge_connections(&cluster).await != 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_bytes(pid);
+    let started = Instant::now();
+    let sockets = open_sockets(&cluster.edge_url(0), &token, n).await;
+    let opened_in = started.elapsed();
+    while edge_connections(&cluster).await < n as u64 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_bytes(pid);
+    let per_socket = after.saturating_sub(before) as f64 / n as f64;
+    drop(sockets);
+    format!(
+        "idle-sockets sockets={n} edge_rss_before={:.1}MiB edge_rss_after={:.1}MiB per_socket={:.0}B ({:.2}KiB) opened_in={:.1}s",
+        before as f64 / 1048576.0,
+        after as f64 / 1048576.0,
+        per_socket,
+        per_socket / 1024.0,
+        opened_in.as_secs_f64()
+    )
+}
+
+async fn latency(subscribers: usize, rate: u32, seconds: u32) -> String {
+    let cluster = Cluster::start(Options::default()).await;
+    let moz = cluster.moz();
+    let (token, own_queue) = moz.token().await;
+    let sockets = open_sockets(&cluster.edge_url(0), &token, subscribers).await;
+    let count = (rate * seconds) as usize;
+    let sent: Arc<Vec<std::sync::OnceLock<Instant>>> =
+        Arc::new((0..count).map(|_| std::sync::OnceLock::new()).collect());
+
+    let receivers: Vec<_> = sockets
+        .into_iter()
+        .map(|mut socket| {
+            let sent = sent.clone();
+            tokio::spawn(async move {
+                let mut samples = Vec::with_capacity(count);
+                let deadline = Duration::from_secs(u64::from(seconds) + 30);
+                let started = Instant::now();
+                while samples.len() < count && started.elapsed() < deadline {
+                    let Some(frame) = socket.try_next_json(Duration::from_secs(5)).await else {
+                        break;
+                    };
+                    let received = Instant::now();
+                    let index: usize = frame["body"]["title"]
+                        .as_str()
+                        .and_then(|t| t.parse().ok())
+                        .unwrap();
+                    if let Some(at) = sent[index].get() {
+                        samples.push(received.duration_since(*at).as_micros() as u64);
+                    }
+                }
+                samples
+            })
+        })
+        .collect();
+
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+    for (index, slot) in sent.iter().enumerate() {
+        tick.tick().await;
+        let _ = slot.set(Instant::now());
+        let (status, body) = moz
+            .form_post(&own_queue, &[("title", &index.to_string())])
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let mut samples: Vec<u64> = join_all(receivers)
+        .await
+        .into_iter()
+        .flat_map(|r| r.unwrap())
+        .collect();
+    samples.sort_unstable();
+    let expected = count * subscribers;
+    let pct = |p: f64| {
+        samples
+            .get(((samples.len() as f64 * p) as usize).min(samples.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    format!(
+        "latency subscribers={subscribers} rate={rate}/s seconds={seconds} deliveries={}/{expected} p50={:.2}ms p90={:.2}ms p99={:.2}ms p99.9={:.2}ms max={:.2}ms",
+        samples.len(),
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        pct(0.999),
+        samples.last().copied().unwrap_or(0) as f64 / 1000.0
+    )
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# `make run`: starts the whole Herald cluster under circusd from the repository root, waits
+# until it answers, prints where everything listens and the dev credentials, then stays in
+# the foreground. Ctrl-C (or SIGTERM) stops circusd, which drains every process.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p var/log
+
+# Own session, so Ctrl-C reaches only this script, which then stops circusd in order.
+setsid .venv/bin/circusd circus.ini &
+circusd=$!
+stop() {
+    echo
+    echo "stopping the cluster (circusd pid $circusd)..."
+    kill -TERM "$circusd" 2>/dev/null || true
+    wait "$circusd" 2>/dev/null || true
+    echo "stopped."
+    exit 0
+}
+trap stop INT TERM
+
+healthy() { python3 - "$1" <<'PY'
+import sys, urllib.request
+try:
+    sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=1).status == 200 else 1)
+except Exception:
+    sys.exit(1)
+PY
+}
+for _ in $(seq 1 150); do
+    if ! kill -0 "$circusd" 2>/dev/null; then
+        echo "circusd exited; see var/log/circusd.log" >&2
+        exit 1
+    fi
+    if healthy http://127.0.0.1:5001/health && healthy http://127.0.0.1:8888/health; then
+        break
+    fi
+    sleep 0.2
+done
+
+cat <<'BANNER'
+
+Herald is running (circus.ini, state in var/herald.db, logs in var/log/).
+
+  HTTP API          http://127.0.0.1:5001      2 herald-api processes, one shared socket
+  WebSocket edge    ws://127.0.0.1:8888/socket 2 herald-websockets processes, one shared socket
+  router            tcp://127.0.0.1:9988 (PULL) tcp://127.0.0.1:9989 (PUB), http://127.0.0.1:5004/health
+  monitor           http://127.0.0.1:5003/     (/status for JSON)
+  circusctl         .venv/bin/circusctl --endpoint tcp://127.0.0.1:5555 status
+
+  dev app           id "dev", public key "dev-public"
+  dev API key       name "admin", secret "dev-secret-change-me", scopes *:*
+
+Try the walkthrough in README.md. Ctrl-C stops the cluster.
+BANNER
+
+wait "$circusd"
