@@ -61,12 +61,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Api> {
     let store = common::store::open(&config.store)
         .await
         .context("cannot open the store")?;
-    let listener = config
-        .api
-        .listen
-        .bind()
-        .await
-        .with_context(|| format!("cannot listen on api.listen {}", config.api.listen))?;
+    let listener = config.api.listen.bind_setting("api.listen").await?;
     let metrics = Metrics::new("api");
     let stop_dispatcher = CancellationToken::new();
     let (publisher, dispatcher) = publisher::start(

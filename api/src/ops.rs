@@ -18,27 +18,13 @@ const STORE_PROBE: Duration = Duration::from_secs(2);
 pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let ops = common::http::metrics_and_version(state.metrics.clone());
     let with_state = warp::any().map(move || state.clone());
     let health = warp::path!("health")
         .and(warp::get())
-        .and(with_state.clone())
+        .and(with_state)
         .then(health);
-    let version = warp::path!("version")
-        .and(warp::get())
-        .map(|| warp::reply::json(&json!({"version": common::VERSION})).into_response());
-    let metrics =
-        warp::path!("metrics")
-            .and(warp::get())
-            .and(with_state)
-            .map(|state: Arc<AppState>| {
-                warp::reply::with_header(
-                    state.metrics.render(),
-                    "content-type",
-                    common::metrics::CONTENT_TYPE,
-                )
-                .into_response()
-            });
-    health.or(version).unify().or(metrics).unify()
+    health.or(ops).unify()
 }
 
 async fn health(state: Arc<AppState>) -> Response {

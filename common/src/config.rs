@@ -514,12 +514,18 @@ mod tests {
         Config::default().validate().unwrap();
     }
 
+    /// In a Jail: it holds figment's global lock, so the env-setting test below cannot
+    /// change HERALD__* variables under this one.
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
     fn the_shipped_dev_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/herald.toml");
-        let config = Config::load(Some(&path)).unwrap();
-        assert_eq!(config.apps[0].id, "dev");
-        assert_eq!(config.api.base_url(), "http://127.0.0.1:5001");
+        figment::Jail::expect_with(|_| {
+            let config = Config::load(Some(&path)).expect("loads");
+            assert_eq!(config.apps[0].id, "dev");
+            assert_eq!(config.api.base_url(), "http://127.0.0.1:5001");
+            Ok(())
+        });
     }
 
     #[test]

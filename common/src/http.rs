@@ -106,6 +106,25 @@ pub async fn serve_filter<F, R>(
     serve(listener, make, shutdown, options).await;
 }
 
+/// `GET /metrics` (this registry) and `GET /version`, the same on every warp-served process.
+pub fn metrics_and_version(
+    metrics: crate::metrics::Metrics,
+) -> impl warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    use warp::{Filter, Reply};
+    let exposition = warp::path!("metrics").and(warp::get()).map(move || {
+        warp::reply::with_header(
+            metrics.render(),
+            "content-type",
+            crate::metrics::CONTENT_TYPE,
+        )
+        .into_response()
+    });
+    let version = warp::path!("version")
+        .and(warp::get())
+        .map(|| warp::reply::json(&serde_json::json!({"version": crate::VERSION})).into_response());
+    exposition.or(version).unify()
+}
+
 /// Turns warp's rejections into the `/api/v1` error shape (`{"error": {code, message}}`),
 /// for the small HTTP surfaces of the router and monitor.
 pub async fn json_rejection(

@@ -72,6 +72,15 @@ impl ListenAddr {
     }
 }
 
+impl ListenAddr {
+    /// `bind`, naming the setting in the error: "cannot listen on api.listen 127.0.0.1:1: …".
+    pub async fn bind_setting(&self, setting: &str) -> anyhow::Result<tokio::net::TcpListener> {
+        self.bind()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {setting} {self}: {e}"))
+    }
+}
+
 /// Takes ownership of an inherited listening socket. circus passes it non-blocking, and
 /// tokio requires non-blocking, so this sets it explicitly either way.
 #[allow(unsafe_code)]

@@ -201,6 +201,20 @@ pub struct Ports {
     pub edges: Vec<u16>,
 }
 
+impl Ports {
+    /// Ports that were free a moment ago, with `edges` edge ports.
+    pub fn free(edges: usize) -> Ports {
+        Ports {
+            api: free_port(),
+            router_pull: free_port(),
+            router_pub: free_port(),
+            router_http: free_port(),
+            monitor: free_port(),
+            edges: (0..edges).map(|_| free_port()).collect(),
+        }
+    }
+}
+
 /// A whole cluster of real processes: router, API, N edges, optionally the monitor.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -234,14 +248,7 @@ impl Cluster {
     /// Starts the processes and waits until each reports healthy.
     pub async fn start(options: Options) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let ports = Ports {
-            api: free_port(),
-            router_pull: free_port(),
-            router_pub: free_port(),
-            router_http: free_port(),
-            monitor: free_port(),
-            edges: (0..options.edges).map(|_| free_port()).collect(),
-        };
+        let ports = Ports::free(options.edges);
         let mut env = cluster_env(dir.path(), &ports);
         for (key, value) in options.env {
             env.insert(format!("HERALD__{key}"), (*value).to_owned());

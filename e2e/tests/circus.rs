@@ -201,14 +201,7 @@ async fn edge_connections(status_url: &str) -> Option<Vec<(String, u64)>> {
 #[tokio::test]
 async fn the_whole_cluster_runs_under_circusd() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = Ports {
-        api: free_port(),
-        router_pull: free_port(),
-        router_pub: free_port(),
-        router_http: free_port(),
-        monitor: free_port(),
-        edges: vec![free_port()],
-    };
+    let ports = Ports::free(1);
     let circus = start_circus(dir.path(), &ports);
     let api = format!("http://127.0.0.1:{}", ports.api);
     let edge = format!("ws://127.0.0.1:{}", ports.edges[0]);

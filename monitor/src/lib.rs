@@ -89,10 +89,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Monitor> {
         .create_token(&id, &new_queue_id(), now_us())
         .await
         .context("cannot register the monitor token")?;
-    let listener =
-        config.monitor.listen.bind().await.with_context(|| {
-            format!("cannot listen on monitor.listen {}", config.monitor.listen)
-        })?;
+    let listener = config.monitor.listen.bind_setting("monitor.listen").await?;
     let metrics = Metrics::new("monitor");
     let state = MonitorState {
         store,

@@ -17,8 +17,8 @@ fn main() -> ExitCode {
     let args = Args::parse();
     common::cli::run_process(
         "monitor",
-        args.common.config.as_deref(),
-        |_| {},
+        args.common,
+        |c| &mut c.monitor.listen,
         monitor::run,
     )
 }

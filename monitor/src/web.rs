@@ -15,6 +15,7 @@ use crate::{MonitorState, Snapshot};
 pub(crate) fn routes(
     state: Arc<MonitorState>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let ops = common::http::metrics_and_version(state.metrics.clone());
     let with_state = warp::any().map(move || state.clone());
     let status = warp::path!("status")
         .and(warp::get())
@@ -28,31 +29,14 @@ pub(crate) fn routes(
         });
     let health = warp::path!("health")
         .and(warp::get())
-        .and(with_state.clone())
+        .and(with_state)
         .then(health);
-    let metrics =
-        warp::path!("metrics")
-            .and(warp::get())
-            .and(with_state)
-            .map(|state: Arc<MonitorState>| {
-                warp::reply::with_header(
-                    state.metrics.render(),
-                    "content-type",
-                    common::metrics::CONTENT_TYPE,
-                )
-                .into_response()
-            });
-    let version = warp::path!("version")
-        .and(warp::get())
-        .map(|| warp::reply::json(&json!({"version": common::VERSION})).into_response());
     status
         .or(page)
         .unify()
         .or(health)
         .unify()
-        .or(metrics)
-        .unify()
-        .or(version)
+        .or(ops)
         .unify()
         .recover(common::http::json_rejection)
         .unify()

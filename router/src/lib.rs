@@ -55,12 +55,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Router> {
         .bind(&config.router.publish)
         .await
         .with_context(|| format!("cannot bind router.publish {}", config.router.publish))?;
-    let http = config
-        .router
-        .listen
-        .bind()
-        .await
-        .with_context(|| format!("cannot listen on router.listen {}", config.router.listen))?;
+    let http = config.router.listen.bind_setting("router.listen").await?;
     let metrics = Metrics::new("router");
     let epoch_gauge = metrics.gauge(
         "epoch",
@@ -209,30 +204,17 @@ fn routes(
     state: Arc<RouterState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     use warp::Reply;
-    let health_state = state.clone();
+    let ops = common::http::metrics_and_version(state.metrics.clone());
     let health = warp::path!("health").and(warp::get()).map(move || {
         warp::reply::json(&serde_json::json!({
             "status": "ok",
-            "epoch": health_state.epoch,
-            "seq": health_state.seq.load(Ordering::Relaxed),
+            "epoch": state.epoch,
+            "seq": state.seq.load(Ordering::Relaxed),
         }))
         .into_response()
     });
-    let metrics = warp::path!("metrics").and(warp::get()).map(move || {
-        warp::reply::with_header(
-            state.metrics.render(),
-            "content-type",
-            common::metrics::CONTENT_TYPE,
-        )
-        .into_response()
-    });
-    let version = warp::path!("version").and(warp::get()).map(|| {
-        warp::reply::json(&serde_json::json!({"version": common::VERSION})).into_response()
-    });
     health
-        .or(metrics)
-        .unify()
-        .or(version)
+        .or(ops)
         .unify()
         .recover(common::http::json_rejection)
         .unify()

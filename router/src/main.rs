@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// ZeroMQ broker between herald-api (PULL) and herald-websockets (PUB).
+/// ZeroMQ broker between herald-api (PULL) and herald-websockets (PUB); --listen moves
+/// its /health and /metrics.
 #[derive(Debug, Parser)]
 #[command(name = "herald-router", version, after_help = common::cli::ENV_HELP)]
 struct Args {
@@ -14,5 +15,5 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    common::cli::run_process("router", args.common.config.as_deref(), |_| {}, router::run)
+    common::cli::run_process("router", args.common, |c| &mut c.router.listen, router::run)
 }

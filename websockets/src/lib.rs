@@ -170,12 +170,11 @@ pub async fn bind(config: &Config) -> anyhow::Result<Edge> {
     let store = common::store::open(&config.store)
         .await
         .context("cannot open the store")?;
-    let listener = config.websockets.listen.bind().await.with_context(|| {
-        format!(
-            "cannot listen on websockets.listen {}",
-            config.websockets.listen
-        )
-    })?;
+    let listener = config
+        .websockets
+        .listen
+        .bind_setting("websockets.listen")
+        .await?;
     let e = &config.websockets;
     let started_us = now_us();
     let routers = config

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use common::net::ListenAddr;
 
 /// Herald's WebSocket edge: holds client sockets and delivers what the routers publish.
 #[derive(Debug, Parser)]
@@ -11,22 +10,14 @@ use common::net::ListenAddr;
 struct Args {
     #[command(flatten)]
     common: common::cli::CommonArgs,
-    /// Listen here instead of websockets.listen: host:port, or fd:N for a socket inherited
-    /// from a supervisor (circus: --listen fd:$(circus.sockets.websockets)).
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<ListenAddr>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     common::cli::run_process(
         "websockets",
-        args.common.config.as_deref(),
-        |config| {
-            if let Some(listen) = args.listen {
-                config.websockets.listen = listen;
-            }
-        },
+        args.common,
+        |c| &mut c.websockets.listen,
         websockets::run,
     )
 }
