@@ -106,6 +106,9 @@ impl StreamState {
     }
 }
 
+/// Silence periods in a row after which the SUB socket is replaced.
+const RESUBSCRIBE_AFTER: u32 = 3;
+
 /// A router stream as `/health` shows it.
 pub struct RouterView {
     pub endpoint: String,
@@ -114,32 +117,45 @@ pub struct RouterView {
 
 /// Receives from `view.endpoint` until `shutdown`, delivering and reporting anomalies.
 pub async fn run(edge: Arc<EdgeState>, view: Arc<RouterView>, shutdown: CancellationToken) {
-    let Some(mut sub) = connect(&view.endpoint, &shutdown).await else {
-        return;
-    };
     let silence = Duration::from_millis(edge.config.router_silence_ms);
-    loop {
-        let received = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            received = tokio::time::timeout(silence, sub.recv()) => received,
+    'connection: loop {
+        let Some(mut sub) = connect(&view.endpoint, &shutdown).await else {
+            return;
         };
-        match received {
-            Ok(Ok(message)) => match Envelope::from_message(message) {
-                Ok(envelope) => handle(&edge, &view, envelope),
-                Err(e) => {
-                    edge.metrics.invalid_envelopes.inc();
-                    tracing::debug!(error = %e, "dropping a malformed envelope");
+        let mut quiet_timeouts = 0;
+        loop {
+            let received = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                received = tokio::time::timeout(silence, sub.recv()) => received,
+            };
+            match received {
+                Ok(Ok(message)) => {
+                    quiet_timeouts = 0;
+                    match Envelope::from_message(message) {
+                        Ok(envelope) => handle(&edge, &view, envelope),
+                        Err(e) => {
+                            edge.metrics.invalid_envelopes.inc();
+                            tracing::debug!(error = %e, "dropping a malformed envelope");
+                        }
+                    }
                 }
-            },
-            Ok(Err(e)) => {
-                tracing::warn!(router = %view.endpoint, error = %e, "SUB receive failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(_) => {
-                let silence = view.state.lock().ok().and_then(|mut s| s.silence());
-                if let Some((anomaly, from)) = silence {
-                    tracing::warn!(router = %view.endpoint, "router silent; recovering from the store");
-                    edge.report(anomaly, from);
+                Ok(Err(e)) => {
+                    tracing::warn!(router = %view.endpoint, error = %e, "SUB receive failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(_) => {
+                    let silence = view.state.lock().ok().and_then(|mut s| s.silence());
+                    if let Some((anomaly, from)) = silence {
+                        tracing::warn!(router = %view.endpoint, "router silent; recovering from the store");
+                        edge.report(anomaly, from);
+                    }
+                    // zmq.rs backs its own reconnects off up to 30 s; after a long silence
+                    // a fresh socket (our backoff, at most 2 s) gets the stream back sooner.
+                    quiet_timeouts += 1;
+                    if quiet_timeouts >= RESUBSCRIBE_AFTER {
+                        tracing::info!(router = %view.endpoint, "re-subscribing with a fresh socket");
+                        continue 'connection;
+                    }
                 }
             }
         }
