@@ -42,12 +42,12 @@ CREATE INDEX IF NOT EXISTS mozilla_messages_by_queue
     ON mozilla_messages (queue_id, created_us, key);
 CREATE INDEX IF NOT EXISTS mozilla_messages_by_token
     ON mozilla_messages (token_id, created_us, key);
-CREATE INDEX IF NOT EXISTS mozilla_messages_by_time
-    ON mozilla_messages (created_us, key);
 CREATE INDEX IF NOT EXISTS mozilla_messages_by_replace_id
     ON mozilla_messages (queue_id, replace_id, created_us) WHERE replace_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS mozilla_messages_by_read
-    ON mozilla_messages (read_us) WHERE read_us IS NOT NULL;
+CREATE INDEX IF NOT EXISTS mozilla_messages_by_created
+    ON mozilla_messages (created_us);
+CREATE INDEX IF NOT EXISTS mozilla_messages_by_token_read
+    ON mozilla_messages (token_id, read_us) WHERE read_us IS NOT NULL;
 
 -- WebSocket edges (SPEC §7, §9). Edges write url..heartbeat_us; the monitor writes
 -- checked_us, check_failures and monitor_down.

@@ -54,6 +54,7 @@ pub struct Api {
     dispatcher: tokio::task::JoinHandle<()>,
     stop_dispatcher: CancellationToken,
     drain: Duration,
+    max_connections: usize,
 }
 
 /// Opens the store, binds the listener and starts connecting to the routers.
@@ -70,6 +71,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Api> {
             queue: config.api.publish_queue,
             timeout: ms(config.api.publish_timeout_ms),
             heartbeat: ms(config.api.router_heartbeat_ms),
+            max_age: ms(config.api.publish_max_age_ms),
         },
         &metrics,
         stop_dispatcher.clone(),
@@ -99,6 +101,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Api> {
         dispatcher,
         stop_dispatcher,
         drain: ms(config.api.drain_ms),
+        max_connections: config.api.max_connections,
     })
 }
 
@@ -118,6 +121,7 @@ impl Api {
         let options = ServeOptions {
             header_read_timeout: Duration::from_secs(10),
             drain: self.drain,
+            max_connections: self.max_connections,
         };
         common::http::serve_filter(self.listener, routes(self.state.clone()), shutdown, options)
             .await;

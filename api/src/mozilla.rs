@@ -29,6 +29,8 @@ const MAX_LIMIT: usize = 100;
 /// Longest accepted `domain` and `replaceId`.
 const MAX_DOMAIN: usize = 255;
 const MAX_REPLACE_ID: usize = 256;
+/// A request body must arrive within this time (the head has its own timeout).
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// `GET /nodes/` lists at most this many edges.
 const MAX_NODES: usize = 5;
 
@@ -148,26 +150,39 @@ where
     if length.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
-    let mut body = std::pin::pin!(body);
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(|_| {
-            MozError::bad_request(
+    let read = async {
+        let mut body = std::pin::pin!(body);
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let mut chunk = chunk.map_err(|_| {
+                MozError::bad_request(
+                    Location::Body,
+                    "body",
+                    "The request body could not be read.",
+                )
+            })?;
+            if buf.len() + chunk.remaining() > max {
+                return Err(too_large());
+            }
+            while chunk.has_remaining() {
+                let part = chunk.chunk();
+                buf.extend_from_slice(part);
+                let n = part.len();
+                chunk.advance(n);
+            }
+        }
+        Ok(buf)
+    };
+    let buf = tokio::time::timeout(BODY_TIMEOUT, read)
+        .await
+        .map_err(|_| {
+            MozError::new(
+                StatusCode::REQUEST_TIMEOUT,
                 Location::Body,
                 "body",
-                "The request body could not be read.",
+                "The request body did not arrive in time.",
             )
-        })?;
-        if buf.len() + chunk.remaining() > max {
-            return Err(too_large());
-        }
-        while chunk.has_remaining() {
-            let part = chunk.chunk();
-            buf.extend_from_slice(part);
-            let n = part.len();
-            chunk.advance(n);
-        }
-    }
+        })??;
     Ok(buf.freeze())
 }
 
@@ -294,8 +309,8 @@ async fn post_message(
     let params = params?;
     let queue = lookup_queue(&state, &queue).await?;
     match params.string("action")?.as_deref() {
-        None => add_message(&state, queue, &params).await,
-        Some("read") => mark_read(&state, queue, &params).await,
+        None => add_message(state, queue, &params).await,
+        Some("read") => mark_read(state, queue, &params).await,
         Some(_) => Err(MozError::bad_request(
             params.location_of("action"),
             "action",
@@ -304,7 +319,7 @@ async fn post_message(
     }
 }
 
-async fn add_message(state: &AppState, queue: Queue, params: &Params) -> Outcome {
+async fn add_message(state: Arc<AppState>, queue: Queue, params: &Params) -> Outcome {
     let body = QueueBody {
         title: params.string("title")?,
         body: params.string("body")?,
@@ -344,38 +359,66 @@ async fn add_message(state: &AppState, queue: Queue, params: &Params) -> Outcome
         created_us: now_us(),
         body,
     };
-    if !state.store.add_queue_message(&message).await? {
-        return Err(MozError::not_found(Location::Path, "queue", "Not Found."));
-    }
-    let (key, created_us) = (message.key.clone(), message.created_us);
-    state
-        .publisher
-        .publish(&Delivery::QueueMessage { message }, created_us)
-        .await;
+    let (key, created_us) = detached(async move {
+        let created_us = state
+            .store
+            .add_queue_message(&message)
+            .await?
+            .ok_or_else(|| MozError::not_found(Location::Path, "queue", "Not Found."))?;
+        let message = QueueMessage {
+            created_us,
+            ..message
+        };
+        let key = message.key.clone();
+        let delivery = Delivery::QueueMessage { message };
+        state.publisher.publish(&delivery, created_us).await;
+        Ok((key, created_us))
+    })
+    .await?;
     ok(json!({"key": key, "timestamp": us_to_secs(created_us)}))
 }
 
-async fn mark_read(state: &AppState, queue: Queue, params: &Params) -> Outcome {
+/// Runs a store write and the publish that must follow it on a task of its own: when a
+/// client goes away mid-request hyper drops the handler, and a committed write must still
+/// be pushed.
+async fn detached<T, F>(work: F) -> Result<T, MozError>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, MozError>> + Send + 'static,
+{
+    tokio::spawn(work).await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "a write task failed");
+        Err(MozError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Location::Body,
+            "request",
+            "Internal error.",
+        ))
+    })
+}
+
+async fn mark_read(state: Arc<AppState>, queue: Queue, params: &Params) -> Outcome {
     let key = params
         .string("key")?
         .ok_or_else(|| MozError::missing(vec![(params.location_of("key"), "key")]))?;
-    let now = now_us();
-    let message = state
-        .store
-        .mark_queue_message_read(scope(&queue), &key, now)
-        .await?
-        .ok_or_else(|| {
-            MozError::not_found(
-                params.location_of("key"),
-                "key",
-                "No such message in this queue.",
-            )
-        })?;
-    let delivery = Delivery::QueueRead {
-        token: message.token,
-        key: message.key.clone(),
-    };
-    state.publisher.publish(&delivery, now).await;
+    let location = params.location_of("key");
+    let message = detached(async move {
+        let now = now_us();
+        let message = state
+            .store
+            .mark_queue_message_read(scope(&queue), &key, now)
+            .await?
+            .ok_or_else(|| {
+                MozError::not_found(location, "key", "No such message in this queue.")
+            })?;
+        let delivery = Delivery::QueueRead {
+            token: message.token.clone(),
+            key: message.key.clone(),
+        };
+        state.publisher.publish(&delivery, now).await;
+        Ok(message)
+    })
+    .await?;
     ok(json!({"key": message.key, "read": true}))
 }
 
@@ -530,7 +573,10 @@ async fn nodes(state: Arc<AppState>) -> Outcome {
 
 /// Unmatched routes and other rejections, in the Mozilla error shape.
 pub async fn rejection(rejection: Rejection) -> Result<Response, std::convert::Infallible> {
-    let error = if rejection.is_not_found() {
+    // Header errors first: warp also records MethodNotAllowed from the other routes tried.
+    let error = if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
+        MozError::bad_request(Location::Header, e.name(), "Invalid header value.")
+    } else if rejection.is_not_found() {
         MozError::not_found(Location::Path, "path", "Not Found.")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         MozError::new(
@@ -539,8 +585,6 @@ pub async fn rejection(rejection: Rejection) -> Result<Response, std::convert::I
             "method",
             "Method not allowed.",
         )
-    } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
-        MozError::bad_request(Location::Header, e.name(), "Invalid header value.")
     } else {
         tracing::debug!(?rejection, "unhandled rejection");
         MozError::bad_request(Location::Body, "request", "Bad request.")

@@ -31,8 +31,9 @@ use zeromq::{PushSocket, Socket, SocketEvent, SocketOptions, SocketSend};
 
 /// No drop pending.
 const NO_DROP: i64 = i64::MAX;
-/// A send that takes longer than this means the router is stuck or gone.
-const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// A send that takes longer than this means the router is stuck or gone. Part of how late
+/// an envelope can reach a router, which `websockets.recovery_margin_ms` must cover.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a fresh socket's `connect` may take before retrying.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long pending envelopes get to leave on shutdown.
@@ -41,7 +42,7 @@ const FLUSH_BUDGET: Duration = Duration::from_secs(2);
 /// The handle request handlers publish through. Cheap to clone.
 #[derive(Clone)]
 pub struct Publisher {
-    queue: mpsc::Sender<Envelope>,
+    queue: mpsc::Sender<Queued>,
     timeout: Duration,
     shared: Arc<Shared>,
 }
@@ -59,6 +60,7 @@ struct Shared {
 struct PublisherMetrics {
     sent: IntCounterVec,
     dropped: IntCounter,
+    stale: IntCounter,
     send_failures: IntCounter,
     connected: IntGauge,
 }
@@ -70,6 +72,10 @@ impl PublisherMetrics {
             dropped: metrics.counter(
                 "publish_dropped_total",
                 "Live deliveries dropped because no router took them in time (stored; recovered by edges).",
+            ),
+            stale: metrics.counter(
+                "publish_stale_total",
+                "Deliveries older than api.publish_max_age_ms when a router could take them: announced for recovery instead.",
             ),
             send_failures: metrics
                 .counter("router_send_failures_total", "Sends that failed and retired a router socket."),
@@ -84,6 +90,14 @@ pub struct PublisherConfig {
     pub queue: usize,
     pub timeout: Duration,
     pub heartbeat: Duration,
+    /// Older deliveries are announced for recovery instead of pushed.
+    pub max_age: Duration,
+}
+
+/// A delivery waiting for a router, with the creation time recovery would start from.
+struct Queued {
+    envelope: Envelope,
+    created_us: i64,
 }
 
 /// Starts the dispatcher. It runs until `stop`, then flushes what is queued.
@@ -114,6 +128,7 @@ pub fn start(
         links,
         next: 0,
         pending: None,
+        max_age_us: i64::try_from(config.max_age.as_micros()).unwrap_or(i64::MAX),
         shared: shared.clone(),
         sockets_tx,
         events_tx,
@@ -135,12 +150,14 @@ impl Publisher {
     /// time the live push is dropped (and later recovered), the message being stored.
     pub async fn publish(&self, delivery: &Delivery, created_us: i64) {
         let envelope = Envelope::deliver(delivery, now_us());
-        let queued = tokio::time::timeout(self.timeout, self.queue.send(envelope)).await;
+        let item = Queued {
+            envelope,
+            created_us,
+        };
+        let queued = tokio::time::timeout(self.timeout, self.queue.send(item)).await;
         if !matches!(queued, Ok(Ok(()))) {
             self.shared.metrics.dropped.inc();
-            self.shared
-                .dropped_since
-                .fetch_min(created_us, Ordering::Relaxed);
+            self.shared.note_drop(created_us);
             tracing::warn!("no router took a delivery in time; edges will recover it");
         }
     }
@@ -153,6 +170,13 @@ impl Publisher {
     /// Routers configured.
     pub fn configured(&self) -> usize {
         self.shared.configured
+    }
+}
+
+impl Shared {
+    /// Remembers that a delivery created at `created_us` was not pushed.
+    fn note_drop(&self, created_us: i64) {
+        self.dropped_since.fetch_min(created_us, Ordering::Relaxed);
     }
 }
 
@@ -172,8 +196,9 @@ type Connected = (usize, u64, PushSocket, MonitorStream);
 struct Dispatcher {
     links: Vec<Link>,
     next: usize,
-    /// An envelope no router took yet; retried before anything newer.
-    pending: Option<Envelope>,
+    /// A delivery no router took yet; retried before anything newer.
+    pending: Option<Queued>,
+    max_age_us: i64,
     shared: Arc<Shared>,
     sockets_tx: mpsc::Sender<Connected>,
     events_tx: mpsc::Sender<(usize, u64, SocketEvent)>,
@@ -183,7 +208,7 @@ struct Dispatcher {
 impl Dispatcher {
     async fn run(
         mut self,
-        mut envelopes: mpsc::Receiver<Envelope>,
+        mut envelopes: mpsc::Receiver<Queued>,
         mut sockets: mpsc::Receiver<Connected>,
         mut events: mpsc::Receiver<(usize, u64, SocketEvent)>,
         heartbeat: Duration,
@@ -212,7 +237,10 @@ impl Dispatcher {
                         None => break,
                     }
                 }
-                _ = beat.tick() => self.heartbeat().await,
+                _ = beat.tick() => {
+                    self.heartbeat().await;
+                    self.announce_drops().await;
+                }
             }
         }
         self.flush(&mut envelopes).await;
@@ -220,7 +248,7 @@ impl Dispatcher {
 
     /// Sends what is still queued, for at most `FLUSH_BUDGET`, then lets the socket I/O
     /// finish (zmq.rs has no linger).
-    async fn flush(&mut self, envelopes: &mut mpsc::Receiver<Envelope>) {
+    async fn flush(&mut self, envelopes: &mut mpsc::Receiver<Queued>) {
         envelopes.close();
         let deadline = tokio::time::Instant::now() + FLUSH_BUDGET;
         while tokio::time::Instant::now() < deadline {
@@ -235,23 +263,40 @@ impl Dispatcher {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    /// Sends `envelope` to the next live router, trying each once; keeps it pending if
-    /// none takes it. A `Recover` for earlier drops goes first.
-    async fn dispatch(&mut self, envelope: Envelope) {
+    /// Sends a delivery to the next live router, trying each once; keeps it pending if none
+    /// takes it. A `Recover` for earlier drops goes first. A delivery older than `max_age`
+    /// is not pushed but announced for recovery: edges re-read the store only a bounded
+    /// time back from the last envelope they saw, and a late envelope lost with its router
+    /// could fall outside that window.
+    async fn dispatch(&mut self, queued: Queued) {
+        if !self.announce_drops().await {
+            self.pending = Some(queued);
+            return;
+        }
+        if now_us() - queued.envelope.header.origin_us > self.max_age_us {
+            self.shared.metrics.stale.inc();
+            self.shared.note_drop(queued.created_us);
+            self.announce_drops().await;
+            return;
+        }
+        if !self.send_anywhere(&queued.envelope).await {
+            self.pending = Some(queued);
+        }
+    }
+
+    /// Sends a `Recover` for deliveries dropped so far, if any; false if none could be sent
+    /// (the drop stays noted).
+    async fn announce_drops(&mut self) -> bool {
         let dropped = self.shared.dropped_since.swap(NO_DROP, Ordering::Relaxed);
-        if dropped != NO_DROP {
-            let recover = Envelope::recover(dropped, now_us());
-            if !self.send_anywhere(&recover).await {
-                self.shared
-                    .dropped_since
-                    .fetch_min(dropped, Ordering::Relaxed);
-                self.pending = Some(envelope);
-                return;
-            }
+        if dropped == NO_DROP {
+            return true;
         }
-        if !self.send_anywhere(&envelope).await {
-            self.pending = Some(envelope);
+        let recover = Envelope::recover(dropped, now_us());
+        if self.send_anywhere(&recover).await {
+            return true;
         }
+        self.shared.note_drop(dropped);
+        false
     }
 
     async fn send_anywhere(&mut self, envelope: &Envelope) -> bool {
@@ -377,9 +422,9 @@ impl Dispatcher {
 }
 
 async fn next_envelope(
-    pending: &mut Option<Envelope>,
-    envelopes: &mut mpsc::Receiver<Envelope>,
-) -> Option<Envelope> {
+    pending: &mut Option<Queued>,
+    envelopes: &mut mpsc::Receiver<Queued>,
+) -> Option<Queued> {
     match pending.take() {
         Some(envelope) => Some(envelope),
         None => envelopes.recv().await,

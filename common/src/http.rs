@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use hyper::service::Service;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -28,6 +30,18 @@ pub struct ServeOptions {
     pub header_read_timeout: Duration,
     /// After shutdown, in-flight requests get this long.
     pub drain: Duration,
+    /// Open HTTP connections at most; further clients wait in the kernel's backlog.
+    /// (A WebSocket leaves this count at its upgrade.)
+    pub max_connections: usize,
+}
+
+impl ServeOptions {
+    /// Small surfaces (router, monitor): 10 s heads, 2 s drain, 1024 connections.
+    pub const OPS: ServeOptions = ServeOptions {
+        header_read_timeout: Duration::from_secs(10),
+        drain: Duration::from_secs(2),
+        max_connections: 1024,
+    };
 }
 
 /// Serves `listener` until `shutdown`, building one service per connection.
@@ -46,7 +60,15 @@ pub async fn serve<M, S, B>(
     B::Error: Into<BoxError>,
 {
     let connections = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
     loop {
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -63,6 +85,7 @@ pub async fn serve<M, S, B>(
         let service = make_service(peer);
         let shutdown = shutdown.clone();
         connections.spawn(async move {
+            let _slot = slot;
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(options.header_read_timeout)

@@ -562,3 +562,17 @@ pub async fn collect_keys(
     }
     seen
 }
+
+/// Keeps counting frames by key until none arrives for `quiet`: a late duplicate (from a
+/// recovery replay) shows up here. Adds to `seen`.
+pub async fn count_until_quiet(
+    socket: &mut Socket,
+    seen: &mut BTreeMap<String, usize>,
+    quiet: Duration,
+) {
+    while let Some(frame) = socket.try_next_json(quiet).await {
+        if let Some(key) = frame["key"].as_str() {
+            *seen.entry(key.to_owned()).or_default() += 1;
+        }
+    }
+}

@@ -7,7 +7,10 @@
 
 use std::time::Duration;
 
-use e2e::{Cluster, DEADLINE, Ending, Options, Socket, collect_keys, eventually, wait_health};
+use e2e::{
+    Cluster, DEADLINE, Ending, Options, Socket, collect_keys, count_until_quiet, eventually,
+    wait_health,
+};
 use serde_json::Value;
 
 #[tokio::test]
@@ -33,7 +36,9 @@ async fn killing_the_router_mid_stream_loses_no_acknowledged_message() {
         );
         acknowledged.push(body["key"].as_str().unwrap().to_owned());
     }
-    let seen = collect_keys(&mut socket, &acknowledged, Duration::from_secs(40)).await;
+    let mut seen = collect_keys(&mut socket, &acknowledged, Duration::from_secs(40)).await;
+    // Longer than a silence bound plus a recovery pass: a late replay would show.
+    count_until_quiet(&mut socket, &mut seen, Duration::from_secs(3)).await;
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");
 }

@@ -128,15 +128,11 @@ impl Monitor {
     /// Checks every `interval_ms` and serves the status until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(listen = %self.listener.local_addr()?, "monitor ready");
-        let options = ServeOptions {
-            header_read_timeout: Duration::from_secs(10),
-            drain: Duration::from_secs(2),
-        };
         let http = tokio::spawn(common::http::serve_filter(
             self.listener,
             web::routes(self.state.clone()),
             shutdown.clone(),
-            options,
+            ServeOptions::OPS,
         ));
         let mut tick = tokio::time::interval(ms(self.state.config.interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -148,6 +144,12 @@ impl Monitor {
             }
         }
         let _ = http.await;
+        // The token exists only for this process's checks.
+        if let Some(id) = mozilla_token_id(&self.state.token)
+            && let Err(e) = self.state.store.delete_token(&id).await
+        {
+            tracing::warn!(error = %e, "cannot delete the monitor's token");
+        }
         Ok(())
     }
 }

@@ -120,15 +120,11 @@ impl Router {
             epoch = self.state.epoch,
             "router ready"
         );
-        let options = ServeOptions {
-            header_read_timeout: Duration::from_secs(10),
-            drain: Duration::from_secs(2),
-        };
         let http = tokio::spawn(common::http::serve_filter(
             self.http,
             routes(self.state.clone()),
             shutdown.clone(),
-            options,
+            ServeOptions::OPS,
         ));
         let mut beat = tokio::time::interval(self.heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

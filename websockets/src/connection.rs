@@ -31,8 +31,9 @@ pub enum Auth {
     /// Checked before the upgrade (`?token=`) and already registered with the hub, so a
     /// delivery that arrives while the 101 is on its way is queued, not missed.
     Registered(Arc<Conn>, mpsc::Receiver<Utf8Bytes>),
-    /// Mozilla's legacy first text frame `token: T`, within the handshake timeout.
-    FirstFrame,
+    /// Mozilla's legacy first text frame `token: T`, within the handshake timeout; holds a
+    /// connection slot until then.
+    FirstFrame(crate::PendingHandshake),
 }
 
 /// Frames written per flush at most.
@@ -51,7 +52,7 @@ type Closing = (u16, &'static str);
 pub async fn serve(edge: Arc<EdgeState>, mut ws: Socket, auth: Auth) {
     let (conn, frames) = match auth {
         Auth::Registered(conn, frames) => (conn, frames),
-        Auth::FirstFrame => {
+        Auth::FirstFrame(_slot) => {
             let token = match first_frame_token(&edge, &mut ws).await {
                 Ok(token) => token,
                 Err(closing) => {
@@ -65,6 +66,11 @@ pub async fn serve(edge: Arc<EdgeState>, mut ws: Socket, auth: Auth) {
             };
             match edge.register(&token) {
                 Some(registered) => registered,
+                None if edge.is_draining() => {
+                    let code = close_code::GOING_AWAY;
+                    close(&mut ws, (code, close_reason(code))).await;
+                    return;
+                }
                 None => {
                     close(&mut ws, (1013, "too many connections; try again later")).await;
                     return;
@@ -86,9 +92,12 @@ pub async fn serve(edge: Arc<EdgeState>, mut ws: Socket, auth: Auth) {
 async fn first_frame_token(edge: &EdgeState, ws: &mut Socket) -> Result<String, Closing> {
     let deadline = Instant::now() + ms(edge.config.handshake_timeout_ms);
     loop {
-        let frame = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .map_err(|_| (1008, "no `token: <token>` frame in time"))?;
+        let frame = tokio::select! {
+            _ = edge.draining.cancelled() => return Err((close_code::GOING_AWAY, close_reason(close_code::GOING_AWAY))),
+            frame = tokio::time::timeout_at(deadline, ws.next()) => {
+                frame.map_err(|_| (1008, "no `token: <token>` frame in time"))?
+            }
+        };
         match frame {
             Some(Ok(Message::Text(text))) => {
                 let token = text
@@ -105,6 +114,26 @@ async fn first_frame_token(edge: &EdgeState, ws: &mut Socket) -> Result<String, 
             Some(Ok(_)) => return Err((1008, "expected `token: <token>`")),
             Some(Err(_)) | None => return Err((1000, "")),
         }
+    }
+}
+
+/// How a bounded write ended badly: `None` if the connection is gone, else the close to send.
+type WriteEnd = Option<Closing>;
+
+/// Runs a write that gives up after `limit` (the client stopped reading) or as soon as the
+/// hub asks the socket to close (its queue overflowed meanwhile, or the node drains).
+async fn bounded(
+    conn: &Conn,
+    limit: Duration,
+    write: impl Future<Output = Result<(), WsError>>,
+) -> Result<(), WriteEnd> {
+    tokio::select! {
+        written = tokio::time::timeout(limit, write) => match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(None),
+            Err(_) => Err(Some((close_code::SLOW_CONSUMER, close_reason(close_code::SLOW_CONSUMER)))),
+        },
+        code = conn.closed() => Err(Some((code, close_reason(code)))),
     }
 }
 
@@ -126,16 +155,8 @@ async fn pump(
             code = conn.closed() => return Some((code, close_reason(code))),
             frame = frames.recv() => {
                 let frame = frame?;
-                // A client that stopped reading blocks the write: the hub's close (its
-                // queue overflowed meanwhile) or the write timeout ends it.
-                let write = tokio::time::timeout(WRITE_TIMEOUT, write_burst(ws, conn, frame, &mut frames));
-                tokio::select! {
-                    written = write => match written {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return None,
-                        Err(_) => return Some((close_code::SLOW_CONSUMER, close_reason(close_code::SLOW_CONSUMER))),
-                    },
-                    code = conn.closed() => return Some((code, close_reason(code))),
+                if let Err(end) = bounded(conn, WRITE_TIMEOUT, write_burst(ws, conn, frame, &mut frames)).await {
+                    return end;
                 }
             }
             incoming = ws.next() => match incoming {
@@ -143,8 +164,12 @@ async fn pump(
                     awaiting_pong = false;
                     timer.as_mut().reset(Instant::now() + ping_every);
                 }
-                // tungstenite queued the pong (or the close reply); send it now.
-                Some(Ok(Message::Ping(_))) => ws.flush().await.ok()?,
+                // tungstenite queued the pong; send it now.
+                Some(Ok(Message::Ping(_))) => {
+                    if let Err(end) = bounded(conn, WRITE_TIMEOUT, ws.flush()).await {
+                        return end;
+                    }
+                }
                 Some(Ok(Message::Close(_))) => {
                     let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
                     return None;
@@ -167,7 +192,10 @@ async fn pump(
                 if awaiting_pong {
                     return Some((1011, "no pong"));
                 }
-                ws.send(Message::Ping(Bytes::new())).await.ok()?;
+                // A ping that cannot be written within the pong timeout: not reading.
+                if let Err(end) = bounded(conn, pong_within, ws.send(Message::Ping(Bytes::new()))).await {
+                    return end;
+                }
                 awaiting_pong = true;
                 timer.as_mut().reset(Instant::now() + pong_within);
             }

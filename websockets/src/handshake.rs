@@ -80,7 +80,16 @@ async fn mozilla_socket(edge: Arc<EdgeState>, req: Request<Incoming>) -> Respons
         );
     }
     let auth = match query_param(req.uri().query(), "token") {
-        None => Auth::FirstFrame,
+        None => match edge.reserve_handshake() {
+            Some(slot) => Auth::FirstFrame(slot),
+            None => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "This node is at its connection limit.",
+                );
+            }
+        },
         Some(token) => match edge.authenticate(&token).await {
             Ok(id) => match edge.register(&id) {
                 Some((conn, frames)) => Auth::Registered(conn, frames),

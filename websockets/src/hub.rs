@@ -9,14 +9,15 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-/// Deliveries remembered per socket for de-duplication.
-const RECENT: usize = 256;
+/// Deliveries remembered per socket for de-duplication (recovery replays at most this
+/// many per token, so a replay never outruns the memory).
+pub const RECENT: usize = 256;
 
 /// Close codes the hub asks sockets to close with.
 pub mod close_code {
@@ -152,6 +153,8 @@ pub struct Hub {
     next_id: AtomicU64,
     limits: QueueLimits,
     max_connections: usize,
+    /// Set by `close_all`: no socket registers after the drain began.
+    closed: AtomicBool,
 }
 
 impl Hub {
@@ -162,6 +165,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             limits,
             max_connections,
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -179,12 +183,15 @@ impl Hub {
         self.len() >= self.max_connections
     }
 
-    /// Registers a socket of `token`; `None` when the process is at its connection limit.
+    /// Registers a socket of `token`; `None` at the connection limit or once draining.
     pub fn register(
         &self,
         token: &str,
         opened_us: i64,
     ) -> Option<(Arc<Conn>, mpsc::Receiver<Utf8Bytes>)> {
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
         if self.count.fetch_add(1, Ordering::AcqRel) >= self.max_connections {
             self.count.fetch_sub(1, Ordering::AcqRel);
             return None;
@@ -269,8 +276,17 @@ impl Hub {
         fanout
     }
 
-    /// Asks every socket to close with `code`.
+    /// The tokens with sockets here now.
+    pub fn tokens(&self) -> Vec<String> {
+        self.by_token
+            .read()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Asks every socket to close with `code`, and refuses registrations from now on.
     pub fn close_all(&self, code: u16) {
+        self.closed.store(true, Ordering::Release);
         if let Ok(map) = self.by_token.read() {
             for conn in map.values().flatten() {
                 conn.close(code);
@@ -369,6 +385,18 @@ mod tests {
         assert_eq!(fanout.queued, 1);
         assert!(old_rx.recv().await.is_some());
         assert!(new_rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_closed_hub_takes_no_new_sockets() {
+        let hub = hub(1, 1);
+        let (conn, _rx) = hub.register("t", 0).unwrap();
+        hub.close_all(close_code::GOING_AWAY);
+        assert!(hub.register("t", 0).is_none());
+        assert_eq!(hub.len(), 1);
+        assert_eq!(hub.tokens(), ["t"]);
+        hub.unregister(&conn);
+        assert!(hub.is_empty());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -59,12 +59,34 @@ pub struct EdgeState {
     pub sockets: TaskTracker,
     pub ws_config: WebSocketConfig,
     pub started_us: i64,
-    draining: AtomicBool,
+    /// Cancelled when the drain begins: legacy handshakes still waiting for their token
+    /// frame give up with 1001.
+    pub draining: CancellationToken,
+    /// Upgraded sockets still waiting for their legacy `token:` frame; they count against
+    /// `max_connections` with the registered ones.
+    pending_handshakes: AtomicUsize,
+}
+
+/// A legacy handshake in progress; releases its slot when dropped.
+pub struct PendingHandshake(Arc<EdgeState>);
+
+impl Drop for PendingHandshake {
+    fn drop(&mut self) {
+        self.0.pending_handshakes.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl EdgeState {
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
+        self.draining.is_cancelled()
+    }
+
+    /// Reserves a slot for a socket that will authenticate with its first frame; `None`
+    /// when registered plus pending sockets reach `max_connections`.
+    pub fn reserve_handshake(self: &Arc<Self>) -> Option<PendingHandshake> {
+        let pending = self.pending_handshakes.fetch_add(1, Ordering::AcqRel) + 1;
+        let slot = PendingHandshake(self.clone());
+        (self.hub.len() + pending <= self.config.max_connections).then_some(slot)
     }
 
     /// Clock-skew margin for recovery, in µs.
@@ -209,7 +231,8 @@ pub async fn bind(config: &Config) -> anyhow::Result<Edge> {
         sockets: TaskTracker::new(),
         ws_config: websocket_config(e),
         started_us,
-        draining: AtomicBool::new(false),
+        draining: CancellationToken::new(),
+        pending_handshakes: AtomicUsize::new(0),
         config: e.clone(),
     };
     Ok(Edge {
@@ -280,6 +303,7 @@ impl Edge {
         let options = ServeOptions {
             header_read_timeout: ms(edge.config.handshake_timeout_ms),
             drain: Duration::from_secs(2),
+            max_connections: edge.config.max_connections,
         };
         let http = tokio::spawn(common::http::serve(
             self.listener,
@@ -303,7 +327,7 @@ impl Edge {
 /// Stops taking sockets, tells the store, closes every socket with 1001 and waits for
 /// them (bounded by `drain_ms`).
 async fn drain(edge: &EdgeState) {
-    edge.draining.store(true, Ordering::Release);
+    edge.draining.cancel();
     let _ = edge
         .store
         .upsert_node(&edge.heartbeat(NodeStatus::Draining))

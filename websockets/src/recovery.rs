@@ -10,16 +10,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use common::message::{Delivery, QueueMessage};
-use common::store::{After, StoreError};
+use common::message::Delivery;
+use common::store::StoreError;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::EdgeState;
+use crate::hub::RECENT;
 
 const NONE: i64 = i64::MAX;
-/// Messages read from the store per query.
-const PAGE: usize = 500;
 const RETRY: Duration = Duration::from_secs(1);
 
 /// Handle to ask for a recovery pass.
@@ -59,11 +58,10 @@ pub async fn run(edge: Arc<EdgeState>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = edge.recovery.wake.notified() => {}
         }
-        let Some(from) = edge.recovery.take() else {
+        let Some(requested) = edge.recovery.take() else {
             continue;
         };
-        let from = from.saturating_sub(edge.margin_us());
-        match pass(&edge, from).await {
+        match pass(&edge, requested.saturating_sub(edge.margin_us())).await {
             Ok(replayed) => {
                 edge.metrics.recoveries.with_label_values(&["ok"]).inc();
                 if replayed > 0 {
@@ -73,7 +71,8 @@ pub async fn run(edge: Arc<EdgeState>, shutdown: CancellationToken) {
             Err(e) => {
                 edge.metrics.recoveries.with_label_values(&["error"]).inc();
                 tracing::warn!(error = %e, "recovery failed; retrying");
-                edge.recovery.request(from, "retry");
+                // The request as it came: the margin is applied once, on the next pass.
+                edge.recovery.request(requested, "retry");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(RETRY) => {}
@@ -83,52 +82,36 @@ pub async fn run(edge: Arc<EdgeState>, shutdown: CancellationToken) {
     }
 }
 
-/// One pass from `from_us`; how many socket deliveries it made.
+/// One pass from `from_us` over the tokens with sockets here; how many socket deliveries
+/// it made. Each token replays at most `hub::RECENT` messages and read marks, oldest first:
+/// what each socket remembers for de-duplication.
 async fn pass(edge: &EdgeState, from_us: i64) -> Result<usize, StoreError> {
-    if edge.hub.is_empty() {
-        return Ok(0);
-    }
-    let max = edge.config.recovery_max_messages;
     let mut replayed = 0;
-    let mut scanned = 0;
-    let mut after = After::Time(from_us.saturating_sub(1));
-    loop {
-        let page = edge.store.queue_messages_since(&after, PAGE).await?;
-        scanned += page.len();
-        for message in &page {
-            replayed += replay_message(edge, message);
+    for token in edge.hub.tokens() {
+        let messages = edge
+            .store
+            .token_messages_since(&token, from_us, RECENT)
+            .await?;
+        if messages.len() == RECENT {
+            edge.metrics.recovery_truncated.inc();
+            tracing::warn!(limit = RECENT, "recovery of one token stopped at its limit");
         }
-        match page.last() {
-            Some(last) if page.len() == PAGE && scanned < max => {
-                after = After::Message {
-                    created_us: last.created_us,
-                    key: last.key.clone(),
-                };
-            }
-            _ => break,
+        for message in messages {
+            let created_us = message.created_us;
+            replayed += edge.offer(&Delivery::QueueMessage { message }, Some(created_us));
         }
-    }
-    if scanned >= max {
-        edge.metrics.recovery_truncated.inc();
-        tracing::warn!(max, "recovery stopped at websockets.recovery_max_messages");
-    }
-    for mark in edge.store.queue_reads_since(from_us, max).await? {
-        let delivery = Delivery::QueueRead {
-            token: mark.token,
-            key: mark.key,
-        };
-        replayed += edge.offer(&delivery, Some(mark.read_us));
+        for mark in edge
+            .store
+            .token_reads_since(&token, from_us, RECENT)
+            .await?
+        {
+            let delivery = Delivery::QueueRead {
+                token: mark.token,
+                key: mark.key,
+            };
+            replayed += edge.offer(&delivery, Some(mark.read_us));
+        }
     }
     edge.metrics.recovered.inc_by(replayed as u64);
     Ok(replayed)
-}
-
-fn replay_message(edge: &EdgeState, message: &QueueMessage) -> usize {
-    if !edge.hub.has_token(&message.token) {
-        return 0;
-    }
-    let delivery = Delivery::QueueMessage {
-        message: message.clone(),
-    };
-    edge.offer(&delivery, Some(message.created_us))
 }

@@ -49,8 +49,12 @@ impl Anomaly {
 pub struct StreamState {
     pub epoch: Option<u64>,
     pub last_seq: u64,
-    /// Wall-clock time (µs) of the last envelope: the stream was whole up to about here.
+    /// Local time (µs) the last envelope arrived: liveness.
     pub last_heard_us: i64,
+    /// Publish time (µs, the sender's clock) of the last envelope that arrived: everything
+    /// published up to about here reached this edge. Recovery starts from it, minus
+    /// `recovery_margin_ms` for envelopes that travelled late and for clock skew.
+    pub whole_until_us: i64,
     /// True after a silence was reported, until the next envelope.
     pub silent: bool,
 }
@@ -62,6 +66,7 @@ impl StreamState {
             epoch: None,
             last_seq: 0,
             last_heard_us: since_us,
+            whole_until_us: since_us,
             silent: false,
         }
     }
@@ -69,7 +74,7 @@ impl StreamState {
     /// Accounts for one envelope; returns the anomaly it reveals, with the time from which
     /// deliveries may have been lost.
     pub fn observe(&mut self, header: &Header, now_us: i64) -> Option<(Anomaly, i64)> {
-        let from = self.last_heard_us;
+        let from = self.whole_until_us;
         let anomaly = match self.epoch {
             None => Some(Anomaly::FirstContact),
             Some(epoch) if epoch != header.epoch => Some(Anomaly::NewEpoch),
@@ -87,6 +92,12 @@ impl StreamState {
         self.epoch = Some(header.epoch);
         self.last_seq = self.last_seq.max(header.seq);
         self.last_heard_us = now_us;
+        // A sender's clock ahead of ours must not move the recovery point past now.
+        self.whole_until_us = if header.origin_us > 0 {
+            header.origin_us.min(now_us)
+        } else {
+            now_us
+        };
         self.silent = false;
         anomaly.map(|a| (a, from))
     }
@@ -97,7 +108,7 @@ impl StreamState {
             return None;
         }
         self.silent = true;
-        Some((Anomaly::Silence, self.last_heard_us))
+        Some((Anomaly::Silence, self.whole_until_us))
     }
 
     /// Heard from recently enough to be trusted.
@@ -285,6 +296,32 @@ mod tests {
             Some((Anomaly::NewEpoch, 20))
         );
         assert_eq!(s.observe(&header(Kind::Deliver, 9, 2), 95), None);
+    }
+
+    #[test]
+    fn recovery_starts_from_the_last_envelopes_publish_time() {
+        let mut s = StreamState::new(0);
+        let late = Header {
+            origin_us: 40,
+            ..header(Kind::Deliver, 7, 1)
+        };
+        s.observe(&late, 100);
+        let gap = s.observe(&header(Kind::Deliver, 7, 3), 110);
+        assert_eq!(
+            gap,
+            Some((Anomaly::Gap, 40)),
+            "the publish time, not the arrival time"
+        );
+        let ahead = Header {
+            origin_us: 500,
+            ..header(Kind::Deliver, 7, 4)
+        };
+        s.observe(&ahead, 120);
+        assert_eq!(
+            s.silence(),
+            Some((Anomaly::Silence, 120)),
+            "a clock ahead is clamped"
+        );
     }
 
     #[test]

@@ -131,8 +131,11 @@ impl Rig {
                 ..QueueBody::default()
             },
         };
-        assert!(self.store.add_queue_message(&message).await.unwrap());
-        message
+        let created_us = self.store.add_queue_message(&message).await.unwrap();
+        QueueMessage {
+            created_us: created_us.expect("the queue exists"),
+            ..message
+        }
     }
 
     async fn connect(&self, token: &str) -> Client {
@@ -430,11 +433,21 @@ async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
 
 #[tokio::test]
 async fn draining_closes_sockets_with_1001_and_deregisters() {
-    let rig = Rig::start(|_| {}).await;
+    // A handshake timeout longer than DEADLINE: the pending legacy socket must be closed by
+    // the drain itself, not by its own timeout.
+    let rig = Rig::start(|c| c.websockets.handshake_timeout_ms = 60_000).await;
     let (token, _, _) = rig.token().await;
     let mut socket = rig.connect(&token).await;
+    let (mut pending, _) = tokio_tungstenite::connect_async(format!("{}/socket", rig.url))
+        .await
+        .unwrap();
     rig.shutdown.cancel();
     assert_eq!(close_code(&mut socket).await, Some(1001));
+    assert_eq!(
+        close_code(&mut pending).await,
+        Some(1001),
+        "a socket still awaiting its token frame"
+    );
     tokio::time::timeout(DEADLINE, rig.task)
         .await
         .unwrap()

@@ -137,26 +137,30 @@ async fn messages_list_in_order_and_page(store: &dyn Store) {
         .create_queue("t-m", "two.com", "m-q2", 1)
         .await
         .unwrap();
-    // Inserted out of order; two share a microsecond and are ordered by key.
-    for m in [
-        message("t-m", "m-q1", "k3", 300, None),
-        message("t-m", "m-q2", "k1", 100, None),
-        message("t-m", "m-q1", "k2b", 200, None),
-        message("t-m", "m-q1", "k2a", 200, None),
+    // Creation times are made commit-ordered and unique: a message that asks for a time
+    // not after the latest stored one gets one microsecond after it.
+    for (m, assigned) in [
+        (message("t-m", "m-q2", "k1", 100, None), 100),
+        (message("t-m", "m-q1", "k2a", 200, None), 200),
+        (message("t-m", "m-q1", "k2b", 200, None), 201),
+        (message("t-m", "m-q1", "k3", 300, None), 300),
+        (message("t-m", "m-q1", "k4", 150, None), 301),
     ] {
-        assert!(store.add_queue_message(&m).await.unwrap());
+        assert_eq!(store.add_queue_message(&m).await.unwrap(), Some(assigned));
     }
     let gone = message("t-m", "no-such-queue", "k9", 1, None);
-    assert!(
-        !store.add_queue_message(&gone).await.unwrap(),
+    assert_eq!(
+        store.add_queue_message(&gone).await.unwrap(),
+        None,
         "queue must exist"
     );
+
     let q1 = QueueScope::Queue("m-q1");
     let all = store
         .list_queue_messages(q1, &After::Start, 10)
         .await
         .unwrap();
-    assert_eq!(keys(&all), ["k2a", "k2b", "k3"]);
+    assert_eq!(keys(&all), ["k2a", "k2b", "k3", "k4"]);
     assert_eq!(
         all[0],
         message("t-m", "m-q1", "k2a", 200, None),
@@ -170,7 +174,7 @@ async fn messages_list_in_order_and_page(store: &dyn Store) {
         .unwrap();
     assert_eq!(
         keys(&all),
-        ["k1", "k2a", "k2b", "k3"],
+        ["k1", "k2a", "k2b", "k3", "k4"],
         "own scope spans queues"
     );
     let page = store
@@ -186,30 +190,37 @@ async fn messages_list_in_order_and_page(store: &dyn Store) {
     assert_eq!(
         keys(&next),
         ["k2b", "k3"],
-        "paging by key is exact within a microsecond"
+        "paging by key continues strictly after"
     );
     let later = store
-        .list_queue_messages(token, &After::Time(200), 10)
+        .list_queue_messages(token, &After::Time(300), 10)
         .await
         .unwrap();
-    assert_eq!(keys(&later), ["k3"], "since a time is strictly later");
+    assert_eq!(keys(&later), ["k4"], "since a time is strictly later");
 
     let found = store.queue_message(token, "k3").await.unwrap().unwrap();
     assert_eq!(found.created_us, 300);
-    assert!(
-        store
-            .queue_message(QueueScope::Queue("m-q2"), "k3")
-            .await
-            .unwrap()
-            .is_none()
-    );
-
-    let since = store
-        .queue_messages_since(&After::Time(150), 10)
+    let elsewhere = store
+        .queue_message(QueueScope::Queue("m-q2"), "k3")
         .await
         .unwrap();
-    assert!(keys(&since).starts_with(&["k2a", "k2b", "k3"]));
-    assert!(!keys(&since).contains(&"k1"));
+    assert!(elsewhere.is_none());
+
+    let since = store.token_messages_since("t-m", 200, 10).await.unwrap();
+    assert_eq!(
+        keys(&since),
+        ["k2a", "k2b", "k3", "k4"],
+        "from a time, inclusive"
+    );
+    let capped = store.token_messages_since("t-m", 0, 2).await.unwrap();
+    assert_eq!(keys(&capped), ["k1", "k2a"], "oldest first, limited");
+    assert!(
+        store
+            .token_messages_since("t-x", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn replace_id_keeps_only_the_latest(store: &dyn Store) {
@@ -223,7 +234,7 @@ async fn replace_id_keeps_only_the_latest(store: &dyn Store) {
         message("t-r", "r-q2", "r4", 40, Some("score")),
         message("t-r", "r-q1", "r5", 50, Some("other")),
     ] {
-        store.add_queue_message(&m).await.unwrap();
+        assert!(store.add_queue_message(&m).await.unwrap().is_some());
     }
     let listed = store
         .list_queue_messages(QueueScope::Token("t-r"), &After::Start, 10)
@@ -267,14 +278,27 @@ async fn read_marks(store: &dyn Store) {
             .unwrap()
             .is_none()
     );
-    let reads = store.queue_reads_since(500, 10).await.unwrap();
+    let reads = store.token_reads_since("t-m", 500, 10).await.unwrap();
     assert_eq!(reads.len(), 1);
     assert_eq!(
         (reads[0].key.as_str(), reads[0].read_us),
         ("k2a", 1_000),
         "first read wins"
     );
-    assert!(store.queue_reads_since(1_001, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .token_reads_since("t-m", 1_001, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .token_reads_since("t-r", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn deleting_a_queue_deletes_its_messages(store: &dyn Store) {
@@ -284,6 +308,17 @@ async fn deleting_a_queue_deletes_its_messages(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(keys(&left), ["k1"]);
+
+    store.delete_token("t-m").await.unwrap();
+    assert!(!store.token_exists("t-m").await.unwrap());
+    assert!(store.queue("own-m").await.unwrap().is_none());
+    assert!(
+        store
+            .token_messages_since("t-m", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn edge_registry(store: &dyn Store) {

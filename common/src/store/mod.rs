@@ -125,7 +125,7 @@ impl NodeRecord {
 /// Every persistent operation Herald performs.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Cheap round trip proving the store answers.
+    /// Cheap round trip proving the store answers, writes included.
     async fn ping(&self) -> StoreResult<()>;
 
     // --- Mozilla tokens and queues (SPEC §3) ---
@@ -133,6 +133,8 @@ pub trait Store: Send + Sync + 'static {
     /// Registers a token and its own queue.
     async fn create_token(&self, token: &str, own_queue: &str, now_us: i64) -> StoreResult<()>;
     async fn token_exists(&self, token: &str) -> StoreResult<bool>;
+    /// Deletes a token with its queues and messages (the monitor's own, on shutdown).
+    async fn delete_token(&self, token: &str) -> StoreResult<()>;
     /// The token's queue for `domain`, created with `new_id` if it has none yet;
     /// `None` when the token does not exist.
     async fn create_queue(
@@ -153,8 +155,11 @@ pub trait Store: Send + Sync + 'static {
 
     // --- Mozilla messages ---
 
-    /// Stores a message; false (and nothing stored) if its queue no longer exists.
-    async fn add_queue_message(&self, message: &QueueMessage) -> StoreResult<bool>;
+    /// Stores a message and returns the creation time it was given: `message.created_us`
+    /// or, if that is not later than every stored message's, one microsecond after the
+    /// latest — so creation order is commit order and paging never skips a message.
+    /// `None` (nothing stored) if its queue no longer exists.
+    async fn add_queue_message(&self, message: &QueueMessage) -> StoreResult<Option<i64>>;
     async fn queue_message(
         &self,
         scope: QueueScope<'_>,
@@ -176,14 +181,21 @@ pub trait Store: Send + Sync + 'static {
         after: &After,
         limit: usize,
     ) -> StoreResult<Vec<QueueMessage>>;
-    /// Every token's messages strictly after `after`, oldest first (edge recovery).
-    async fn queue_messages_since(
+    /// One token's messages created at or after `from_us`, oldest first, no collapsing
+    /// (edge recovery).
+    async fn token_messages_since(
         &self,
-        after: &After,
+        token: &str,
+        from_us: i64,
         limit: usize,
     ) -> StoreResult<Vec<QueueMessage>>;
-    /// Read marks set at or after `from_us`, oldest first (edge recovery).
-    async fn queue_reads_since(&self, from_us: i64, limit: usize) -> StoreResult<Vec<ReadMark>>;
+    /// One token's read marks set at or after `from_us`, oldest first (edge recovery).
+    async fn token_reads_since(
+        &self,
+        token: &str,
+        from_us: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<ReadMark>>;
 
     // --- Edge registry (SPEC §7, §9) ---
 

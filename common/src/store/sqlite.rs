@@ -201,8 +201,10 @@ impl ReaderPool {
 
 /// A write queued for the writer thread, type-erased.
 trait WriteJob: Send {
-    /// Runs the work inside a savepoint of the current transaction.
-    fn apply(&mut self, conn: &Connection);
+    /// Runs the work inside a savepoint of the current transaction. `Err` means the
+    /// transaction itself is broken (SQLite rolled it back, or a savepoint could not be
+    /// released or undone): the whole batch must fail.
+    fn apply(&mut self, conn: &Connection) -> StoreResult<()>;
     /// Answers the caller once the transaction's fate is known.
     fn complete(self: Box<Self>, commit: &StoreResult<()>);
 }
@@ -218,10 +220,25 @@ where
     T: Send,
     F: FnOnce(&Connection) -> rusqlite::Result<T> + Send,
 {
-    fn apply(&mut self, conn: &Connection) {
-        if let Some(work) = self.work.take() {
-            self.outcome = Some(in_savepoint(conn, work));
+    fn apply(&mut self, conn: &Connection) -> StoreResult<()> {
+        let Some(work) = self.work.take() else {
+            return Ok(());
+        };
+        conn.execute_batch("SAVEPOINT job").map_err(map_err)?;
+        let outcome = work(conn);
+        let undone = match &outcome {
+            Ok(_) => conn.execute_batch("RELEASE job"),
+            Err(_) => conn.execute_batch("ROLLBACK TO job; RELEASE job"),
+        };
+        self.outcome = Some(outcome.map_err(map_err));
+        undone.map_err(map_err)?;
+        if conn.is_autocommit() {
+            // SQLITE_FULL, IOERR, NOMEM… roll the whole transaction back by themselves.
+            return Err(StoreError::Unavailable(
+                "SQLite rolled the transaction back".into(),
+            ));
         }
+        Ok(())
     }
 
     fn complete(self: Box<Self>, commit: &StoreResult<()>) {
@@ -232,24 +249,6 @@ where
                 .unwrap_or_else(|| Err(StoreError::Internal("write job never ran".into()))),
         };
         let _ = self.reply.send(outcome);
-    }
-}
-
-/// One job's effects are undone alone if it fails, without aborting its batch.
-fn in_savepoint<T>(
-    conn: &Connection,
-    work: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-) -> StoreResult<T> {
-    conn.execute_batch("SAVEPOINT job").map_err(map_err)?;
-    match work(conn) {
-        Ok(value) => {
-            conn.execute_batch("RELEASE job").map_err(map_err)?;
-            Ok(value)
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
-            Err(map_err(e))
-        }
     }
 }
 
@@ -272,15 +271,17 @@ fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
+/// Runs every job in one transaction. A job whose own work fails is undone alone; if the
+/// transaction breaks, it is rolled back and every job of the batch fails with it, so no
+/// caller is told "failed" about a write that in fact committed (or the reverse).
 fn commit_batch(conn: &Connection, batch: &mut [Job]) -> StoreResult<()> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err)?;
-    for job in batch.iter_mut() {
-        job.apply(conn);
-    }
-    conn.execute_batch("COMMIT").map_err(|e| {
+    let applied = batch.iter_mut().try_for_each(|job| job.apply(conn));
+    let committed = applied.and_then(|()| conn.execute_batch("COMMIT").map_err(map_err));
+    if committed.is_err() && !conn.is_autocommit() {
         let _ = conn.execute_batch("ROLLBACK");
-        map_err(e)
-    })
+    }
+    committed
 }
 
 const QUEUE_COLUMNS: &str = "queue_id, token_id, domain, read_us";
@@ -401,8 +402,10 @@ fn limit_value(limit: usize) -> Value {
 
 #[async_trait]
 impl Store for SqliteStore {
+    /// Through the writer: proves the writer thread runs and can take the write lock.
     async fn ping(&self) -> StoreResult<()> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+        self.write(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+            .await
     }
 
     async fn create_token(&self, token: &str, own_queue: &str, now_us: i64) -> StoreResult<()> {
@@ -427,6 +430,20 @@ impl Store for SqliteStore {
         self.read(move |c| {
             c.prepare_cached("SELECT 1 FROM mozilla_tokens WHERE token_id = ?")?
                 .exists([token])
+        })
+        .await
+    }
+
+    async fn delete_token(&self, token: &str) -> StoreResult<()> {
+        let token = token.to_owned();
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM mozilla_messages WHERE token_id = ?")?
+                .execute([&token])?;
+            c.prepare_cached("DELETE FROM mozilla_queues WHERE token_id = ?")?
+                .execute([&token])?;
+            c.prepare_cached("DELETE FROM mozilla_tokens WHERE token_id = ?")?
+                .execute([&token])?;
+            Ok(())
         })
         .await
     }
@@ -522,15 +539,21 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn add_queue_message(&self, message: &QueueMessage) -> StoreResult<bool> {
+    async fn add_queue_message(&self, message: &QueueMessage) -> StoreResult<Option<i64>> {
         let m = message.clone();
         self.write(move |c| {
             let queue_exists = c
                 .prepare_cached("SELECT 1 FROM mozilla_queues WHERE queue_id = ?")?
                 .exists([&m.queue])?;
             if !queue_exists {
-                return Ok(false);
+                return Ok(None);
             }
+            // Writers are serialized (one per process, BEGIN IMMEDIATE across processes),
+            // so this makes creation order equal commit order.
+            let latest: i64 = c
+                .prepare_cached("SELECT COALESCE(MAX(created_us), 0) FROM mozilla_messages")?
+                .query_row([], |r| r.get(0))?;
+            let created_us = m.created_us.max(latest + 1);
             c.prepare_cached(
                 "INSERT INTO mozilla_messages
                  (key, queue_id, token_id, created_us, title, body, action_url, replace_id)
@@ -540,13 +563,13 @@ impl Store for SqliteStore {
                 m.key,
                 m.queue,
                 m.token,
-                m.created_us,
+                created_us,
                 m.body.title,
                 m.body.body,
                 m.body.action_url,
                 m.body.replace_id
             ])?;
-            Ok(true)
+            Ok(Some(created_us))
         })
         .await
     }
@@ -595,26 +618,34 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn queue_messages_since(
+    async fn token_messages_since(
         &self,
-        after: &After,
+        token: &str,
+        from_us: i64,
         limit: usize,
     ) -> StoreResult<Vec<QueueMessage>> {
-        let mut params = Vec::new();
-        let after = after_sql(after, &mut params);
-        params.push(limit_value(limit));
-        self.read(move |c| select_messages(c, &[after], params))
+        let params = vec![
+            Value::Text(token.to_owned()),
+            Value::Integer(from_us),
+            limit_value(limit),
+        ];
+        self.read(move |c| select_messages(c, &["m.token_id = ?", "m.created_us >= ?"], params))
             .await
     }
 
-    async fn queue_reads_since(&self, from_us: i64, limit: usize) -> StoreResult<Vec<ReadMark>> {
-        let limit = limit_value(limit);
+    async fn token_reads_since(
+        &self,
+        token: &str,
+        from_us: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<ReadMark>> {
+        let (token, limit) = (token.to_owned(), limit_value(limit));
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT token_id, key, read_us FROM mozilla_messages
-                 WHERE read_us >= ? ORDER BY read_us, key LIMIT ?",
+                 WHERE token_id = ? AND read_us >= ? ORDER BY read_us, key LIMIT ?",
             )?;
-            let rows = stmt.query_map(params![from_us, limit], |r| {
+            let rows = stmt.query_map(params![token, from_us, limit], |r| {
                 Ok(ReadMark {
                     token: r.get(0)?,
                     key: r.get(1)?,
@@ -791,31 +822,84 @@ mod tests {
         }
     }
 
-    /// A failing job rolls back alone; the rest of its batch commits.
-    #[tokio::test]
-    async fn one_failed_write_does_not_sink_its_batch() {
+    type Answer<T> = oneshot::Receiver<StoreResult<T>>;
+
+    fn job<T, F>(work: F) -> (Job, Answer<T>)
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        (
+            Box::new(TypedJob {
+                work: Some(work),
+                outcome: None,
+                reply,
+            }),
+            answer,
+        )
+    }
+
+    fn insert_token(id: &'static str) -> impl FnOnce(&Connection) -> rusqlite::Result<usize> {
+        move |c| c.execute("INSERT INTO mozilla_tokens VALUES (?, 'q', 1)", [id])
+    }
+
+    fn tokens(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT token_id FROM mozilla_tokens ORDER BY 1")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    fn run_batch(conn: &Connection, mut batch: Vec<Job>) -> StoreResult<()> {
+        let commit = commit_batch(conn, &mut batch);
+        for job in batch {
+            job.complete(&commit);
+        }
+        commit
+    }
+
+    /// A job whose own work fails is undone alone; the rest of its batch commits.
+    #[test]
+    fn a_failed_job_is_undone_alone_in_its_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(&config(&dir)).await.unwrap());
-        store.create_token("dup", "own-dup", 1).await.unwrap();
-        let mut tasks = Vec::new();
-        for i in 0..20 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                if i == 10 {
-                    store.create_token("dup", "own-dup-2", 1).await.is_err()
-                } else {
-                    store
-                        .create_token(&format!("t{i}"), &format!("q{i}"), 1)
-                        .await
-                        .is_ok()
-                }
-            }));
-        }
-        for task in tasks {
-            assert!(task.await.unwrap());
-        }
-        assert!(store.queue("own-dup-2").await.unwrap().is_none());
-        assert!(store.token_exists("t19").await.unwrap());
+        let conn = prepare_database(&dir.path().join("h.db"), Duration::from_secs(1)).unwrap();
+        let (a, a_answer) = job(insert_token("a"));
+        let (duplicate, duplicate_answer) = job(insert_token("a"));
+        let (c, c_answer) = job(insert_token("c"));
+        run_batch(&conn, vec![a, duplicate, c]).unwrap();
+        assert!(a_answer.blocking_recv().unwrap().is_ok());
+        assert!(duplicate_answer.blocking_recv().unwrap().is_err());
+        assert!(c_answer.blocking_recv().unwrap().is_ok());
+        assert_eq!(tokens(&conn), ["a", "c"]);
+    }
+
+    /// When the transaction itself breaks (as SQLite does on a full disk), every job of the
+    /// batch fails and nothing of it is committed, so no caller is misinformed.
+    #[test]
+    fn a_broken_transaction_fails_the_whole_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = prepare_database(&dir.path().join("h.db"), Duration::from_secs(1)).unwrap();
+        let (x, x_answer) = job(insert_token("x"));
+        let (breaker, _) = job(|c| c.execute_batch("ROLLBACK"));
+        let (y, y_answer) = job(insert_token("y"));
+        assert!(run_batch(&conn, vec![x, breaker, y]).is_err());
+        assert!(
+            x_answer.blocking_recv().unwrap().is_err(),
+            "x was rolled back: not ok"
+        );
+        assert!(y_answer.blocking_recv().unwrap().is_err(), "y never ran");
+        assert!(tokens(&conn).is_empty());
+        let (z, z_answer) = job(insert_token("z"));
+        run_batch(&conn, vec![z]).unwrap();
+        assert!(
+            z_answer.blocking_recv().unwrap().is_ok(),
+            "the connection recovers"
+        );
+        assert_eq!(tokens(&conn), ["z"]);
     }
 
     #[tokio::test]
