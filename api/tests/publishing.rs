@@ -227,9 +227,10 @@ async fn deliveries_that_waited_too_long_are_announced_instead_of_pushed() {
     .await;
     let before = common::clock::now_us();
     let (_, key) = api.post_message().await;
-    // The precondition under test is an age, not an event: let the delivery (published
-    // after `before`) become older than its 1 ms limit before any router exists.
-    while common::clock::now_us() - before < 5_000 {
+    // The precondition under test is an age, not an event: the delivery was published
+    // before `answered`; let it grow older than its 1 ms limit before any router exists.
+    let answered = common::clock::now_us();
+    while common::clock::now_us() - answered < 5_000 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let mut pull = PullSocket::new();
