@@ -3,7 +3,6 @@
 //! `/metrics`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::json;
 use warp::Filter;
@@ -11,9 +10,6 @@ use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 
 use crate::AppState;
-
-/// How long `/health` waits for the store.
-const STORE_PROBE: Duration = Duration::from_secs(2);
 
 pub fn routes(
     state: Arc<AppState>,
@@ -28,11 +24,7 @@ pub fn routes(
 }
 
 async fn health(state: Arc<AppState>) -> Response {
-    let store = match tokio::time::timeout(STORE_PROBE, state.store.ping()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("no answer within 2 s".to_owned()),
-    };
+    let store = common::store::probe(&*state.store).await;
     let connected = state.publisher.connected();
     let healthy = store.is_ok() && connected > 0;
     let body = json!({

@@ -316,12 +316,8 @@ impl Dispatcher {
         };
         match tokio::time::timeout(SEND_TIMEOUT, socket.send(envelope.to_message())).await {
             Ok(Ok(())) => {
-                let kind = format!("{:?}", envelope.header.kind).to_lowercase();
-                self.shared
-                    .metrics
-                    .sent
-                    .with_label_values(&[kind.as_str()])
-                    .inc();
+                let kind = envelope.header.kind.label();
+                self.shared.metrics.sent.with_label_values(&[kind]).inc();
                 true
             }
             outcome => {

@@ -39,6 +39,17 @@ pub enum Kind {
     Recover = 3,
 }
 
+impl Kind {
+    /// The metric label of this kind.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Deliver => "deliver",
+            Kind::Heartbeat => "heartbeat",
+            Kind::Recover => "recover",
+        }
+    }
+}
+
 impl TryFrom<u8> for Kind {
     type Error = WireError;
 

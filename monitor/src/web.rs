@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::json;
 use warp::Filter;
@@ -47,14 +46,9 @@ fn snapshot(state: &MonitorState) -> Snapshot {
 }
 
 async fn health(state: Arc<MonitorState>) -> Response {
-    let store = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
-    let (status, detail) = match store {
-        Ok(Ok(())) => (StatusCode::OK, "ok".to_owned()),
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no answer within 2 s".to_owned(),
-        ),
+    let (status, detail) = match common::store::probe(&*state.store).await {
+        Ok(()) => (StatusCode::OK, "ok".to_owned()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e),
     };
     let healthy = status == StatusCode::OK;
     let body = json!({"status": if healthy { "ok" } else { "unavailable" }, "store": detail});

@@ -182,17 +182,9 @@ async fn send(state: &RouterState, publish: &mut PubSocket, envelope: &Envelope)
     match publish.send(envelope.to_message()).await {
         Ok(()) => state
             .forwarded
-            .with_label_values(&[kind_label(envelope.header.kind)])
+            .with_label_values(&[envelope.header.kind.label()])
             .inc(),
         Err(e) => tracing::warn!(error = %e, "PUB send failed"),
-    }
-}
-
-fn kind_label(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Deliver => "deliver",
-        Kind::Heartbeat => "heartbeat",
-        Kind::Recover => "recover",
     }
 }
 

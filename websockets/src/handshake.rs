@@ -5,7 +5,6 @@
 //! authenticates with the first frame instead.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use common::clock::now_us;
@@ -22,9 +21,6 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::connection::{self, Auth};
 use crate::{AuthError, EdgeState};
-
-/// How long `/health` waits for the store.
-const STORE_PROBE: Duration = Duration::from_secs(2);
 
 /// Answers one HTTP request: an endpoint, or the start of a socket.
 pub(crate) async fn route(edge: Arc<EdgeState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -193,11 +189,7 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 
 /// 200 when the store answers and a router stream is live (and not draining); else 503.
 async fn health(edge: &EdgeState) -> Response<Full<Bytes>> {
-    let store = match tokio::time::timeout(STORE_PROBE, edge.store.ping()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("no answer within 2 s".to_owned()),
-    };
+    let store = common::store::probe(&*edge.store).await;
     let now = now_us();
     let silence_us = (edge.config.router_silence_ms as i64).saturating_mul(1000);
     let routers: Vec<_> = edge

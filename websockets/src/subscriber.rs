@@ -212,7 +212,7 @@ fn handle(edge: &EdgeState, view: &RouterView, envelope: Envelope) {
         .and_then(|mut s| s.observe(&envelope.header, now));
     edge.metrics
         .router_envelopes
-        .with_label_values(&[kind_label(envelope.header.kind)])
+        .with_label_values(&[envelope.header.kind.label()])
         .inc();
     if let Some((anomaly, from)) = anomaly {
         if anomaly != Anomaly::FirstContact {
@@ -233,14 +233,6 @@ fn handle(edge: &EdgeState, view: &RouterView, envelope: Envelope) {
             Ok(request) => edge.recovery.request(request.from_us, "requested"),
             Err(_) => edge.metrics.invalid_envelopes.inc(),
         },
-    }
-}
-
-fn kind_label(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Deliver => "deliver",
-        Kind::Heartbeat => "heartbeat",
-        Kind::Recover => "recover",
     }
 }
 

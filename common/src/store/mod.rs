@@ -216,6 +216,18 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_nodes(&self, before_us: i64) -> StoreResult<u64>;
 }
 
+/// How long a health check waits for the store.
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A `/health` check of the store: `ping` within `PROBE_TIMEOUT`, or why not.
+pub async fn probe(store: &dyn Store) -> Result<(), String> {
+    match tokio::time::timeout(PROBE_TIMEOUT, store.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+    }
+}
+
 /// Opens the configured backend.
 pub async fn open(config: &StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
     match config.backend {
