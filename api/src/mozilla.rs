@@ -31,6 +31,9 @@ const MAX_DOMAIN: usize = 255;
 const MAX_REPLACE_ID: usize = 256;
 /// A request body must arrive within this time (the head has its own timeout).
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How far past the limit an oversized body is still read and discarded, so that its
+/// sender gets the 413 rather than a connection reset.
+const DRAIN_BYTES: usize = 1024 * 1024;
 /// `GET /nodes/` lists at most this many edges.
 const MAX_NODES: usize = 5;
 
@@ -147,12 +150,16 @@ where
             &format!("The request body is larger than {max} bytes."),
         )
     };
-    if length.is_some_and(|n| n > max as u64) {
-        return Err(too_large());
+    // Past the drain bound the answer goes out at once and the connection closes; the
+    // client may then see a reset instead of the 413.
+    let drain_limit = max.saturating_add(DRAIN_BYTES) as u64;
+    if length.is_some_and(|n| n > drain_limit) {
+        return Err(too_large().closing());
     }
     let read = async {
         let mut body = std::pin::pin!(body);
         let mut buf = BytesMut::new();
+        let mut seen = 0u64;
         while let Some(chunk) = body.next().await {
             let mut chunk = chunk.map_err(|_| {
                 MozError::bad_request(
@@ -160,9 +167,18 @@ where
                     "body",
                     "The request body could not be read.",
                 )
+                .closing()
             })?;
-            if buf.len() + chunk.remaining() > max {
-                return Err(too_large());
+            seen += chunk.remaining() as u64;
+            if seen > drain_limit {
+                return Err(too_large().closing());
+            }
+            if seen > max as u64 {
+                // Too large: keep reading (and discarding) so the client, still sending,
+                // is not reset before it reads the 413.
+                buf.clear();
+                chunk.advance(chunk.remaining());
+                continue;
             }
             while chunk.has_remaining() {
                 let part = chunk.chunk();
@@ -170,6 +186,9 @@ where
                 let n = part.len();
                 chunk.advance(n);
             }
+        }
+        if seen > max as u64 {
+            return Err(too_large());
         }
         Ok(buf)
     };
@@ -182,6 +201,7 @@ where
                 "body",
                 "The request body did not arrive in time.",
             )
+            .closing()
         })??;
     Ok(buf.freeze())
 }
@@ -338,6 +358,7 @@ async fn add_message(state: Arc<AppState>, queue: Queue, params: &Params) -> Out
                     description: description.into(),
                 })
                 .collect(),
+            close: false,
         });
     }
     if body

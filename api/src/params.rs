@@ -38,6 +38,9 @@ pub struct ErrorEntry {
 pub struct MozError {
     pub status: StatusCode,
     pub errors: Vec<ErrorEntry>,
+    /// The request body was left unread, so the server closes the connection after this
+    /// answer; saying so keeps clients from reusing it.
+    pub close: bool,
 }
 
 impl MozError {
@@ -49,6 +52,15 @@ impl MozError {
                 name: name.into(),
                 description: description.into(),
             }],
+            close: false,
+        }
+    }
+
+    /// The same error, answered with `Connection: close`.
+    pub fn closing(self) -> MozError {
+        MozError {
+            close: true,
+            ..self
         }
     }
 
@@ -73,19 +85,25 @@ impl MozError {
         MozError {
             status: StatusCode::BAD_REQUEST,
             errors,
+            close: false,
         }
     }
 
-    /// The response, with `Retry-After` on 503.
+    /// The response, with `Retry-After` on 503 and `Connection: close` when asked.
     pub fn into_response(self) -> Response {
         use warp::Reply;
+        use warp::http::header::{CONNECTION, HeaderValue, RETRY_AFTER};
         let body = serde_json::json!({"status": "error", "errors": self.errors});
-        let reply = warp::reply::with_status(warp::reply::json(&body), self.status);
+        let mut response =
+            warp::reply::with_status(warp::reply::json(&body), self.status).into_response();
+        let headers = response.headers_mut();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            warp::reply::with_header(reply, "retry-after", "1").into_response()
-        } else {
-            reply.into_response()
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if self.close {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 

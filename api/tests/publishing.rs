@@ -246,43 +246,84 @@ async fn deliveries_that_waited_too_long_are_announced_instead_of_pushed() {
     api.stop().await;
 }
 
+/// Writes `request` and reads one whole response (head and `Content-Length` body), as
+/// lowercase text.
+async fn exchange(stream: &mut tokio::net::TcpStream, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request).await.unwrap();
+    let read = async {
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before a whole response: {answer:?}");
+            answer.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length: usize = text[..end]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if answer.len() >= end + 4 + length {
+                    return text;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, read).await.unwrap()
+}
+
 #[tokio::test]
 async fn oversized_and_chunked_bodies_are_bounded() {
+    use tokio::io::AsyncReadExt;
     let api = start(|c| c.api.max_body_bytes = 2048).await;
     let (queue, _) = api.post_message().await;
-    let big = "x".repeat(4096);
-    let response = api
-        .http
-        .post(&queue)
-        .form(&[("title", big.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 413);
-    // Without Content-Length (a chunked body) the limit still holds.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let path = queue.trim_start_matches(&api.base).to_owned();
-    let mut stream = tokio::net::TcpStream::connect(api.base.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+    let address = api.base.trim_start_matches("http://").to_owned();
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let small =
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\n{form}\r\nContent-Length: 7\r\n\r\ntitle=t");
+
+    // An oversized body is read and discarded, so the connection stays usable: the next
+    // request on it is answered (clients reuse kept-alive connections).
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let big = format!("title={}", "x".repeat(70 * 1024));
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{form}\r\nContent-Length: {}\r\n\r\n{big}",
+        big.len()
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = exchange(&mut stream, request.as_bytes()).await;
+    assert!(answer.starts_with("http/1.1 413"), "{answer}");
+    assert!(!answer.contains("connection: close"), "{answer}");
+    let answer = exchange(&mut stream, small.as_bytes()).await;
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+
+    // Without Content-Length (a chunked body) the limit still holds, the same way.
+    let mut request =
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n{form}\r\n\r\n");
     for _ in 0..8 {
-        stream
-            .write_all(format!("200\r\n{}\r\n", "a".repeat(512)).as_bytes())
-            .await
-            .unwrap();
+        request.push_str(&format!("200\r\n{}\r\n", "a".repeat(512)));
     }
-    stream.write_all(b"0\r\n\r\n").await.unwrap();
-    let mut response = vec![0u8; 64];
-    let n = tokio::time::timeout(DEADLINE, stream.read(&mut response))
+    request.push_str("0\r\n\r\n");
+    let answer = exchange(&mut stream, request.as_bytes()).await;
+    assert!(answer.starts_with("http/1.1 413"), "{answer}");
+    let answer = exchange(&mut stream, small.as_bytes()).await;
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+
+    // Far past the limit the body is not read at all: the answer says the connection
+    // closes, and it does.
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{form}\r\nContent-Length: {}\r\n\r\n",
+        64 * 1024 * 1024
+    );
+    let answer = exchange(&mut stream, head.as_bytes()).await;
+    assert!(answer.starts_with("http/1.1 413"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    let mut rest = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut rest))
         .await
         .unwrap()
         .unwrap();
-    let status_line = String::from_utf8_lossy(&response[..n]).to_string();
-    assert!(status_line.starts_with("HTTP/1.1 413"), "{status_line}");
     api.stop().await;
 }
