@@ -217,6 +217,9 @@ pub struct MonitorConfig {
     pub failures_before_down: u32,
     /// Rows of edges silent for this long are deleted.
     pub prune_after_ms: u64,
+    /// Where the monitor keeps the token it presents to edges, so a restarted monitor
+    /// reuses it instead of registering another.
+    pub token_file: PathBuf,
 }
 
 impl Default for MonitorConfig {
@@ -227,6 +230,7 @@ impl Default for MonitorConfig {
             check_timeout_ms: 2_000,
             failures_before_down: 2,
             prune_after_ms: 3_600_000,
+            token_file: PathBuf::from("var/monitor.token"),
         }
     }
 }

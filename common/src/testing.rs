@@ -9,6 +9,7 @@ use crate::config::Config;
 pub fn loopback_config(dir: &Path) -> Config {
     let mut config = Config::default();
     config.store.sqlite_path = dir.join("herald.db");
+    config.monitor.token_file = dir.join("monitor.token");
     config.router.pull = "tcp://127.0.0.1:0".into();
     config.router.publish = "tcp://127.0.0.1:0".into();
     let any_port = crate::net::ListenAddr::Tcp(([127, 0, 0, 1], 0).into());

@@ -335,6 +335,10 @@ pub fn cluster_env(dir: &Path, ports: &Ports) -> BTreeMap<String, String> {
         dir.join("herald.db").display().to_string(),
     );
     set(
+        "MONITOR__TOKEN_FILE",
+        dir.join("monitor.token").display().to_string(),
+    );
+    set(
         "CLUSTER__ROUTER_PULL",
         format!("[\"tcp://127.0.0.1:{}\"]", ports.router_pull),
     );

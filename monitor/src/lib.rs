@@ -1,5 +1,6 @@
 //! `herald-monitor`: the cluster's health. Every `interval_ms` it reads the edge registry,
-//! opens a real WebSocket handshake (with a token of its own) to every edge URL whose
+//! opens a real WebSocket handshake (with a token of its own, kept in `token_file` so that
+//! restarts reuse it) to every edge URL whose
 //! heartbeat is fresh, records the result in the store — `failures_before_down`
 //! consecutive failures mark the edge down, so `GET /nodes/` stops offering it, and one
 //! good check brings it back — and deletes rows of edges silent for `prune_after_ms`.
@@ -7,6 +8,7 @@
 //! `/metrics`.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -83,12 +85,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Monitor> {
     let store = common::store::open(&config.store)
         .await
         .context("cannot open the store")?;
-    let token = new_mozilla_token();
-    let id = mozilla_token_id(&token).expect("a fresh token has the token shape");
-    store
-        .create_token(&id, &new_queue_id(), now_us())
-        .await
-        .context("cannot register the monitor token")?;
+    let token = own_token(store.as_ref(), &config.monitor.token_file).await?;
     let listener = config.monitor.listen.bind_setting("monitor.listen").await?;
     let metrics = Metrics::new("monitor");
     let state = MonitorState {
@@ -144,14 +141,61 @@ impl Monitor {
             }
         }
         let _ = http.await;
-        // The token exists only for this process's checks.
-        if let Some(id) = mozilla_token_id(&self.state.token)
-            && let Err(e) = self.state.store.delete_token(&id).await
-        {
-            tracing::warn!(error = %e, "cannot delete the monitor's token");
-        }
         Ok(())
     }
+}
+
+/// The token the monitor presents to edges: the one kept in `path` while the store still
+/// knows it, else a new one — written to `path` (mode 0600) before it is registered, so
+/// that however often the monitor restarts, it leaves at most one token behind.
+async fn own_token(store: &dyn Store, path: &Path) -> anyhow::Result<String> {
+    let shown = path.display();
+    match tokio::fs::read_to_string(path).await {
+        Ok(text) => {
+            if let Some(id) = mozilla_token_id(text.trim())
+                && store
+                    .token_exists(&id)
+                    .await
+                    .context("cannot read the store")?
+            {
+                return Ok(text.trim().to_owned());
+            }
+            tracing::info!(file = %shown, "the kept monitor token is unknown; making a new one");
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).context(format!("monitor.token_file: cannot read {shown}")),
+    }
+    let token = new_mozilla_token();
+    write_private(path, &token)
+        .await
+        .with_context(|| format!("monitor.token_file: cannot write {shown}"))?;
+    let id = mozilla_token_id(&token).context("a fresh token has the token shape")?;
+    store
+        .create_token(&id, &new_queue_id(), now_us())
+        .await
+        .context("cannot register the monitor token")?;
+    Ok(token)
+}
+
+/// Replaces `path` with `text`, readable by its owner only, in one rename.
+async fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)
+        .await?;
+    file.write_all(text.as_bytes()).await?;
+    file.sync_all().await?;
+    tokio::fs::rename(&partial, path).await
 }
 
 /// One round: prune, check every live URL once, record, publish the snapshot.

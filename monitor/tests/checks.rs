@@ -1,6 +1,7 @@
 //! In-process test of `herald-monitor`: a real edge and the monitor share one SQLite file;
 //! a registered edge whose URL answers nothing is marked down after the configured number
-//! of failed handshakes, the live one stays healthy, and `/status`, `/` and `/metrics` show it.
+//! of failed handshakes, the live one stays healthy, and `/status`, `/` and `/metrics` show it;
+//! a restarted monitor presents the token it kept instead of registering another.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -116,4 +117,52 @@ async fn marks_unreachable_edges_down_and_keeps_live_ones() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_restarted_monitor_reuses_its_kept_token() {
+    use common::token::{mozilla_token_id, new_mozilla_token};
+    let dir = tempfile::tempdir().unwrap();
+    let config = loopback_config(dir.path());
+    let store = common::store::open(&config.store).await.unwrap();
+    let file = &config.monitor.token_file;
+    let kept = || std::fs::read_to_string(file).unwrap();
+    let known = async |token: &str| {
+        let id = mozilla_token_id(token).unwrap();
+        store.token_exists(&id).await.unwrap()
+    };
+
+    drop(monitor::bind(&config).await.unwrap());
+    let first = kept();
+    assert!(known(&first).await);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the token file is its owner's only");
+
+    // A crash loop: every start finds the same token and registers nothing new.
+    for _ in 0..3 {
+        drop(monitor::bind(&config).await.unwrap());
+        assert_eq!(kept(), first);
+    }
+
+    // A kept token the store does not know (another store, or deleted) is replaced.
+    let stranger = new_mozilla_token();
+    std::fs::write(file, &stranger).unwrap();
+    drop(monitor::bind(&config).await.unwrap());
+    let replaced = kept();
+    assert_ne!(replaced, stranger);
+    assert!(known(&replaced).await);
+    assert!(!known(&stranger).await);
+
+    // A path that cannot hold the file is a start-up error naming the setting.
+    let mut broken = config.clone();
+    broken.monitor.token_file = dir.path().to_owned();
+    let error = monitor::bind(&broken)
+        .await
+        .err()
+        .expect("a directory is no token file");
+    assert!(
+        format!("{error:#}").contains("monitor.token_file"),
+        "{error:#}"
+    );
 }
