@@ -13,6 +13,7 @@ pub struct EdgeMetrics {
     pub slow_consumers: IntCounter,
     pub router_envelopes: IntCounterVec,
     pub anomalies: IntCounterVec,
+    pub resubscribes: IntCounter,
     pub recoveries: IntCounterVec,
     pub recovered: IntCounter,
     pub recovery_truncated: IntCounter,
@@ -50,6 +51,10 @@ impl EdgeMetrics {
                 "router_anomalies_total",
                 "Possible losses detected on router streams.",
                 &["reason"],
+            ),
+            resubscribes: m.counter(
+                "router_resubscribes_total",
+                "SUB sockets replaced after a router stayed silent.",
             ),
             recoveries: m.counter_vec(
                 "recoveries_total",

@@ -165,6 +165,7 @@ pub async fn run(edge: Arc<EdgeState>, view: Arc<RouterView>, shutdown: Cancella
                     quiet_timeouts += 1;
                     if quiet_timeouts >= RESUBSCRIBE_AFTER {
                         tracing::info!(router = %view.endpoint, "re-subscribing with a fresh socket");
+                        edge.metrics.resubscribes.inc();
                         continue 'connection;
                     }
                 }

@@ -1,7 +1,8 @@
 //! In-process tests of `herald-websockets` on 127.0.0.1 port 0 with a real SQLite file and
 //! real WebSocket clients. The test plays the router with its own ZeroMQ PUB socket, so it
 //! can stamp any epoch and sequence number: that is how gaps, restarts and silences are
-//! produced on purpose and the edge's recovery from the store is checked.
+//! produced on purpose and the edge's recovery from the store (and its re-subscription
+//! after a long silence) is checked.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -80,6 +81,26 @@ impl Rig {
                 return;
             }
             assert!(start.elapsed() < DEADLINE, "the edge never subscribed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Heartbeats until the edge's router stream is live again after a silence.
+    async fn until_live(&mut self) {
+        let start = Instant::now();
+        loop {
+            self.heartbeat().await;
+            let live = self.edge.routers[0].state.lock().unwrap().is_live(
+                now_us(),
+                i64::try_from(Duration::from_secs(5).as_micros()).unwrap(),
+            );
+            if live {
+                return;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the router stream never came back"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -322,6 +343,21 @@ async fn a_silent_router_triggers_recovery_and_unhealthy_status() {
         .await
         .unwrap();
     assert_eq!(health.status(), 503, "no live router stream");
+
+    // Three silent periods in a row: the edge replaces its SUB socket (zmq.rs alone backs
+    // its reconnects off up to 30 s), and the stream comes back on the fresh one.
+    let start = Instant::now();
+    while rig.edge.metrics.resubscribes.get() == 0 {
+        assert!(start.elapsed() < DEADLINE, "the edge never re-subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rig.until_live().await;
+    let live = rig.stored_message(&id, &queue, "after the silence").await;
+    rig.deliver(&Delivery::QueueMessage {
+        message: live.clone(),
+    })
+    .await;
+    assert_eq!(next_json(&mut socket).await["key"], live.key.as_str());
     rig.stop().await;
 }
 
