@@ -20,6 +20,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
+use websockets::subscriber::StreamState;
 use zeromq::{PubSocket, Socket, SocketSend};
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -71,38 +72,23 @@ impl Rig {
         rig
     }
 
-    /// Heartbeats until the edge reports a live router stream (no fixed slow-joiner sleep).
-    async fn until_subscribed(&mut self) {
+    /// Heartbeats until the edge's view of the router stream passes `ready` (no fixed
+    /// slow-joiner sleep).
+    async fn heartbeat_until(&mut self, what: &str, ready: impl Fn(&StreamState) -> bool) {
         let start = Instant::now();
         loop {
             self.heartbeat().await;
-            let live = self.edge.routers[0].state.lock().unwrap().epoch.is_some();
-            if live {
+            if ready(&self.edge.routers[0].state.lock().unwrap()) {
                 return;
             }
-            assert!(start.elapsed() < DEADLINE, "the edge never subscribed");
+            assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    /// Heartbeats until the edge's router stream is live again after a silence.
-    async fn until_live(&mut self) {
-        let start = Instant::now();
-        loop {
-            self.heartbeat().await;
-            let live = self.edge.routers[0].state.lock().unwrap().is_live(
-                now_us(),
-                i64::try_from(Duration::from_secs(5).as_micros()).unwrap(),
-            );
-            if live {
-                return;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "the router stream never came back"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    async fn until_subscribed(&mut self) {
+        self.heartbeat_until("the edge to subscribe", |s| s.epoch.is_some())
+            .await;
     }
 
     async fn send(&mut self, kind: Kind, seq: u64, payload: Envelope) {
@@ -346,12 +332,15 @@ async fn a_silent_router_triggers_recovery_and_unhealthy_status() {
 
     // Three silent periods in a row: the edge replaces its SUB socket (zmq.rs alone backs
     // its reconnects off up to 30 s), and the stream comes back on the fresh one.
-    let start = Instant::now();
-    while rig.edge.metrics.resubscribes.get() == 0 {
-        assert!(start.elapsed() < DEADLINE, "the edge never re-subscribed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    rig.until_live().await;
+    eventually("the edge to re-subscribe", || {
+        rig.edge.metrics.resubscribes.get() > 0
+    })
+    .await;
+    let silence_us = i64::try_from(Duration::from_secs(5).as_micros()).unwrap();
+    rig.heartbeat_until("the router stream to come back", |s| {
+        s.is_live(now_us(), silence_us)
+    })
+    .await;
     let live = rig.stored_message(&id, &queue, "after the silence").await;
     rig.deliver(&Delivery::QueueMessage {
         message: live.clone(),
