@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use common::clock::{now_us, secs_to_us, us_to_secs};
 use common::message::{Delivery, QueueBody, QueueMessage, queue_url};
 use common::store::{After, Queue, QueueScope};
@@ -161,7 +161,7 @@ where
         let mut buf = BytesMut::new();
         let mut seen = 0u64;
         while let Some(chunk) = body.next().await {
-            let mut chunk = chunk.map_err(|_| {
+            let chunk = chunk.map_err(|_| {
                 MozError::bad_request(
                     Location::Body,
                     "body",
@@ -177,14 +177,8 @@ where
                 // Too large: keep reading (and discarding) so the client, still sending,
                 // is not reset before it reads the 413.
                 buf.clear();
-                chunk.advance(chunk.remaining());
-                continue;
-            }
-            while chunk.has_remaining() {
-                let part = chunk.chunk();
-                buf.extend_from_slice(part);
-                let n = part.len();
-                chunk.advance(n);
+            } else {
+                buf.put(chunk);
             }
         }
         if seen > max as u64 {
