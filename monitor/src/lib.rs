@@ -152,13 +152,14 @@ async fn own_token(store: &dyn Store, path: &Path) -> anyhow::Result<String> {
     let shown = path.display();
     match tokio::fs::read_to_string(path).await {
         Ok(text) => {
-            if let Some(id) = mozilla_token_id(text.trim())
+            let kept = text.trim();
+            if let Some(id) = mozilla_token_id(kept)
                 && store
                     .token_exists(&id)
                     .await
                     .context("cannot read the store")?
             {
-                return Ok(text.trim().to_owned());
+                return Ok(kept.to_owned());
             }
             tracing::info!(file = %shown, "the kept monitor token is unknown; making a new one");
         }
