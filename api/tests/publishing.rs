@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::config::Config;
 use common::message::Delivery;
-use common::testing::{free_endpoint, loopback_config};
+use common::testing::{free_endpoint, loopback_config, metric_value};
 use common::wire::{Envelope, Kind};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -193,10 +193,7 @@ async fn deliveries_dropped_while_no_router_is_up_are_announced_for_recovery() {
         .text()
         .await
         .unwrap();
-    let dropped: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("herald_api_publish_dropped_total "))
-        .and_then(|v| v.parse().ok())
+    let dropped = metric_value(&metrics, "herald_api_publish_dropped_total")
         .expect("the dropped counter is exported");
     assert!(dropped >= 1.0, "some deliveries were dropped:\n{metrics}");
 

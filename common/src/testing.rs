@@ -1,5 +1,6 @@
 //! Helpers for the crates' in-process tests: a configuration whose every listener is on
-//! 127.0.0.1 port 0 and whose store is a SQLite file in a directory the test owns.
+//! 127.0.0.1 port 0 and whose store is a SQLite file in a directory the test owns, free
+//! loopback ports, and reading one sample out of a `/metrics` page.
 
 use std::path::Path;
 
@@ -31,4 +32,29 @@ pub fn free_port() -> u16 {
 /// A `tcp://127.0.0.1:<port>` endpoint on a port that was free a moment ago.
 pub fn free_endpoint() -> String {
     format!("tcp://127.0.0.1:{}", free_port())
+}
+
+/// The value of the sample `name` — exactly, labels included, e.g.
+/// `herald_x_total{reason="gap"}` — in a Prometheus text exposition.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_value;
+
+    #[test]
+    fn metric_value_matches_the_whole_sample_name() {
+        let text = "# HELP x_total X.\nx_total_more 9\nx_total{reason=\"gap\"} 2\nx_total 3\n";
+        assert_eq!(metric_value(text, "x_total"), Some(3.0));
+        assert_eq!(metric_value(text, "x_total{reason=\"gap\"}"), Some(2.0));
+        assert_eq!(metric_value(text, "x_tot"), None);
+    }
 }

@@ -13,7 +13,7 @@ use common::clock::now_us;
 use common::config::Config;
 use common::message::{Delivery, QueueBody, QueueMessage};
 use common::store::Store;
-use common::testing::{free_endpoint, loopback_config};
+use common::testing::{free_endpoint, loopback_config, metric_value};
 use common::token::{mozilla_token_id, new_message_key, new_mozilla_token, new_queue_id};
 use common::wire::{Envelope, Header, Kind};
 use futures_util::{SinkExt, StreamExt};
@@ -154,12 +154,7 @@ impl Rig {
     }
 
     fn metric(&self, name: &str) -> f64 {
-        let text = self.edge.metrics.render();
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        metric_value(&self.edge.metrics.render(), name).unwrap_or(0.0)
     }
 
     async fn stop(self) {
