@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::config::Config;
 use common::message::Delivery;
-use common::testing::{free_endpoint, loopback_config, metric_value};
+use common::testing::{loopback_config, metric_value};
 use common::wire::{Envelope, Kind};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +18,9 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 struct Running {
     base: String,
+    /// The API's one router endpoint (`cluster.router_pull`), which nobody binds until the
+    /// test does.
+    router: String,
     http: reqwest::Client,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -28,6 +31,7 @@ async fn start(configure: impl FnOnce(&mut Config)) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let mut config = loopback_config(dir.path());
     configure(&mut config);
+    let router = config.cluster.router_pull[0].clone();
     let api = api::bind(&config).await.unwrap();
     let base = format!("http://{}", api.local_addr().unwrap());
     let shutdown = CancellationToken::new();
@@ -38,6 +42,7 @@ async fn start(configure: impl FnOnce(&mut Config)) -> Running {
         .unwrap();
     Running {
         base,
+        router,
         http,
         shutdown,
         task,
@@ -128,10 +133,9 @@ async fn wait_health(api: &Running, status: u16) -> Value {
 
 #[tokio::test]
 async fn stores_then_pushes_to_the_router() {
-    let endpoint = free_endpoint();
+    let api = start(|_| {}).await;
     let mut pull = PullSocket::new();
-    pull.bind(&endpoint).await.unwrap();
-    let api = start(|c| c.cluster.router_pull = vec![endpoint.clone()]).await;
+    pull.bind(&api.router).await.unwrap();
     wait_health(&api, 200).await;
     let (queue, key) = api.post_message().await;
     let envelope = next_of(&mut pull, Kind::Deliver).await;
@@ -153,9 +157,7 @@ async fn stores_then_pushes_to_the_router() {
 /// connections open. `e2e/tests/faults.rs` covers it with kill -9.)
 #[tokio::test]
 async fn health_is_503_until_a_router_answers() {
-    let endpoint = free_endpoint();
     let api = start(|c| {
-        c.cluster.router_pull = vec![endpoint.clone()];
         c.api.router_heartbeat_ms = 100;
     })
     .await;
@@ -164,7 +166,7 @@ async fn health_is_503_until_a_router_answers() {
     assert_eq!(body["store"], "ok", "{body}");
 
     let mut pull = PullSocket::new();
-    pull.bind(&endpoint).await.unwrap();
+    pull.bind(&api.router).await.unwrap();
     wait_health(&api, 200).await;
     next_of(&mut pull, Kind::Heartbeat).await;
 
@@ -173,9 +175,7 @@ async fn health_is_503_until_a_router_answers() {
 
 #[tokio::test]
 async fn deliveries_dropped_while_no_router_is_up_are_announced_for_recovery() {
-    let endpoint = free_endpoint();
     let api = start(|c| {
-        c.cluster.router_pull = vec![endpoint.clone()];
         c.api.publish_queue = 1;
         c.api.publish_timeout_ms = 50;
     })
@@ -198,7 +198,7 @@ async fn deliveries_dropped_while_no_router_is_up_are_announced_for_recovery() {
     assert!(dropped >= 1.0, "some deliveries were dropped:\n{metrics}");
 
     let mut pull = PullSocket::new();
-    pull.bind(&endpoint).await.unwrap();
+    pull.bind(&api.router).await.unwrap();
     let recover = next_of(&mut pull, Kind::Recover)
         .await
         .recover_request()
@@ -216,9 +216,7 @@ async fn deliveries_dropped_while_no_router_is_up_are_announced_for_recovery() {
 /// them for recovery instead.
 #[tokio::test]
 async fn deliveries_that_waited_too_long_are_announced_instead_of_pushed() {
-    let endpoint = free_endpoint();
     let api = start(|c| {
-        c.cluster.router_pull = vec![endpoint.clone()];
         c.api.publish_max_age_ms = 1;
     })
     .await;
@@ -231,7 +229,7 @@ async fn deliveries_that_waited_too_long_are_announced_instead_of_pushed() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let mut pull = PullSocket::new();
-    pull.bind(&endpoint).await.unwrap();
+    pull.bind(&api.router).await.unwrap();
     let envelope = next_matching(&mut pull, |k| k != Kind::Heartbeat).await;
     assert_eq!(
         envelope.header.kind,

@@ -11,6 +11,10 @@ pub fn loopback_config(dir: &Path) -> Config {
     let mut config = Config::default();
     config.store.sqlite_path = dir.join("herald.db");
     config.monitor.token_file = dir.join("monitor.token");
+    // The processes' router addresses: free ports nobody binds unless the test does, so an
+    // in-process test never talks to a development cluster's router on the default ports.
+    config.cluster.router_pull = vec![free_endpoint()];
+    config.cluster.router_pub = vec![free_endpoint()];
     config.router.pull = "tcp://127.0.0.1:0".into();
     config.router.publish = "tcp://127.0.0.1:0".into();
     let any_port = crate::net::ListenAddr::Tcp(([127, 0, 0, 1], 0).into());

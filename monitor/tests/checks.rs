@@ -19,7 +19,6 @@ const DEADLINE: Duration = Duration::from_secs(20);
 async fn marks_unreachable_edges_down_and_keeps_live_ones() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = loopback_config(dir.path());
-    config.cluster.router_pub = vec![free_endpoint()];
     config.monitor.interval_ms = 100;
     config.monitor.check_timeout_ms = 1000;
     config.monitor.failures_before_down = 2;
