@@ -71,7 +71,6 @@ pub async fn bind(config: &Config) -> anyhow::Result<Api> {
             queue: config.api.publish_queue,
             timeout: ms(config.api.publish_timeout_ms),
             heartbeat: ms(config.api.router_heartbeat_ms),
-            max_age: ms(config.api.publish_max_age_ms),
         },
         &metrics,
         stop_dispatcher.clone(),

@@ -4,7 +4,8 @@
 //! Choices where the original is silent (also in docs/api.md): a token's own queue is not
 //! listed by `GET /queue/` and cannot be deleted; `limit` above 100 is clamped to 100;
 //! `since` that is neither a number nor a known key of the queue is a 400; `action=read`
-//! answers `{"key": K, "read": true}`.
+//! stores a read mark — a message `{"read": K}` in the token's own queue — and answers
+//! like any post, `{"key", "timestamp"}` of that mark.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -338,7 +339,9 @@ async fn add_message(state: Arc<AppState>, queue: Queue, params: &Params) -> Out
         title: params.string("title")?,
         body: params.string("body")?,
         action_url: params.string("actionUrl")?,
+        icon_url: params.string("iconUrl")?,
         replace_id: params.string("replaceId")?,
+        read: None,
     };
     if body.title.is_none() && body.body.is_none() {
         let description = "At least one of `title` and `body` is required.";
@@ -367,27 +370,32 @@ async fn add_message(state: Arc<AppState>, queue: Queue, params: &Params) -> Out
             &description,
         ));
     }
+    append(state, &queue, body).await
+}
+
+/// Stores `body` as a new message of `queue`, then pushes it; answers its key and time.
+async fn append(state: Arc<AppState>, queue: &Queue, body: QueueBody) -> Outcome {
     let message = QueueMessage {
         key: new_message_key(),
-        queue: queue.id,
-        token: queue.token,
+        queue: queue.id.clone(),
+        token: queue.token.clone(),
         created_us: now_us(),
         body,
     };
     let (key, created_us) = detached(async move {
-        let created_us = state
+        let appended = state
             .store
             .add_queue_message(&message)
             .await?
             .ok_or_else(|| MozError::not_found(Location::Path, "queue", "Not Found."))?;
         let message = QueueMessage {
-            created_us,
+            created_us: appended.created_us,
             ..message
         };
         let key = message.key.clone();
-        let delivery = Delivery::QueueMessage { message };
-        state.publisher.publish(&delivery, created_us).await;
-        Ok((key, created_us))
+        let delivery = Delivery::queue_message(message, appended.position);
+        state.publisher.publish(&delivery).await;
+        Ok((key, appended.created_us))
     })
     .await?;
     ok(json!({"key": key, "timestamp": us_to_secs(created_us)}))
@@ -412,29 +420,28 @@ where
     })
 }
 
+/// `action=read&key=K` on a token's own queue: a read mark for K, stored and pushed like any
+/// message so every device of the token — online now or later — learns that K was read.
 async fn mark_read(state: Arc<AppState>, queue: Queue, params: &Params) -> Outcome {
     let key = params
         .string("key")?
         .ok_or_else(|| MozError::missing(vec![(params.location_of("key"), "key")]))?;
-    let location = params.location_of("key");
-    let message = detached(async move {
-        let now = now_us();
-        let message = state
-            .store
-            .mark_queue_message_read(scope(&queue), &key, now)
-            .await?
-            .ok_or_else(|| {
-                MozError::not_found(location, "key", "No such message in this queue.")
-            })?;
-        let delivery = Delivery::QueueRead {
-            token: message.token.clone(),
-            key: message.key.clone(),
-        };
-        state.publisher.publish(&delivery, now).await;
-        Ok(message)
-    })
-    .await?;
-    ok(json!({"key": message.key, "read": true}))
+    if queue.domain.is_some() {
+        return Err(MozError::bad_request(
+            params.location_of("action"),
+            "action",
+            "`action=read` is only accepted on the token's own queue.",
+        ));
+    }
+    let read = state.store.queue_message(scope(&queue), &key).await?;
+    if read.is_none_or(|m| m.body.read.is_some()) {
+        return Err(MozError::not_found(
+            params.location_of("key"),
+            "key",
+            "No such message for this token.",
+        ));
+    }
+    append(state, &queue, QueueBody::read_mark(&key)).await
 }
 
 /// `PUT /queue/<q>/`: move the read timestamp forward.
@@ -483,7 +490,8 @@ async fn get_messages(
         .iter()
         .map(|m| m.to_mozilla_json(&state.api_base))
         .collect();
-    ok(json!({"messages": rendered, "timestamp": us_to_secs(queue.read_us)}))
+    let read = us_to_secs(queue.read_us);
+    ok(json!({"messages": rendered, "timestamp": read, "last_seen": read}))
 }
 
 /// `limit`: a positive integer, 20 by default, clamped to 100.

@@ -2,37 +2,38 @@
 //!
 //! Handlers enqueue envelopes on a bounded queue (waiting at most `publish_timeout` for
 //! room). One dispatcher task owns one ZeroMQ PUSH socket per configured router and sends
-//! each envelope to the next connected router, round robin. zmq.rs PUSH sockets do not
+//! each delivery to the router its stream hashes to among the connected ones (rendezvous
+//! hashing, SPEC §7): one stream travels one router, so its envelopes stay in order, and a
+//! stream moves only when its router is gone. zmq.rs PUSH sockets do not
 //! reconnect after their peer restarts (every later send fails), so a send error, a send
 //! that blocks too long, or a `Disconnected` monitor event retires that socket and a
 //! background task connects a fresh one with backoff. Idle links carry a heartbeat so a
 //! dead router is noticed before the next request needs it.
 //!
 //! A successful send is not a delivery (ZeroMQ drops silently, e.g. the last sends before a
-//! router dies): the message is already in the store, and edges recover what they miss
-//! from the router's sequence numbers. The one loss an edge cannot see is an envelope this
-//! process dropped itself (queue full for `publish_timeout`); for those the dispatcher
-//! sends a `Recover` envelope from the oldest dropped message's time as soon as a router
-//! takes envelopes again.
+//! router dies): the message is already in the store at a stream position, and edges
+//! recover what they miss from the router's sequence numbers and the positions. The one
+//! loss an edge cannot see is an envelope this process dropped itself (queue full for
+//! `publish_timeout`); for those the dispatcher sends a `Recover` envelope naming the
+//! streams concerned as soon as a router takes envelopes again.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::clock::now_us;
 use common::message::Delivery;
 use common::metrics::Metrics;
-use common::wire::Envelope;
+use common::stream::StreamKey;
+use common::wire::{Envelope, MAX_RECOVER_STREAMS};
 use futures_util::StreamExt;
 use prometheus::{IntCounter, IntCounterVec, IntGauge};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use zeromq::{PushSocket, Socket, SocketEvent, SocketOptions, SocketSend};
 
-/// No drop pending.
-const NO_DROP: i64 = i64::MAX;
-/// A send that takes longer than this means the router is stuck or gone. Part of how late
-/// an envelope can reach a router, which `websockets.recovery_margin_ms` must cover.
+/// A send that takes longer than this means the router is stuck or gone.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a fresh socket's `connect` may take before retrying.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -49,8 +50,8 @@ pub struct Publisher {
 
 /// State shared between handlers and the dispatcher.
 struct Shared {
-    /// Creation time of the oldest delivery dropped since the last `Recover`.
-    dropped_since: AtomicI64,
+    /// Streams that lost a delivery since the last `Recover`.
+    dropped: Mutex<Dropped>,
     connected: AtomicUsize,
     configured: usize,
     metrics: PublisherMetrics,
@@ -60,7 +61,6 @@ struct Shared {
 struct PublisherMetrics {
     sent: IntCounterVec,
     dropped: IntCounter,
-    stale: IntCounter,
     send_failures: IntCounter,
     connected: IntGauge,
 }
@@ -72,10 +72,6 @@ impl PublisherMetrics {
             dropped: metrics.counter(
                 "publish_dropped_total",
                 "Live deliveries dropped because no router took them in time (stored; recovered by edges).",
-            ),
-            stale: metrics.counter(
-                "publish_stale_total",
-                "Deliveries older than api.publish_max_age_ms when a router could take them: announced for recovery instead.",
             ),
             send_failures: metrics
                 .counter("router_send_failures_total", "Sends that failed and retired a router socket."),
@@ -90,14 +86,46 @@ pub struct PublisherConfig {
     pub queue: usize,
     pub timeout: Duration,
     pub heartbeat: Duration,
-    /// Older deliveries are announced for recovery instead of pushed.
-    pub max_age: Duration,
 }
 
-/// A delivery waiting for a router, with the creation time recovery would start from.
+/// The streams whose deliveries this process dropped, to name in the next `Recover`.
+#[derive(Debug, Default)]
+struct Dropped {
+    streams: BTreeSet<StreamKey>,
+    /// More streams than a `Recover` names: recover every stream.
+    all: bool,
+}
+
+impl Dropped {
+    fn note(&mut self, stream: StreamKey) {
+        if self.all {
+            return;
+        }
+        self.streams.insert(stream);
+        if self.streams.len() > MAX_RECOVER_STREAMS {
+            self.streams.clear();
+            self.all = true;
+        }
+    }
+
+    fn merge(&mut self, other: Dropped) {
+        if other.all {
+            self.streams.clear();
+            self.all = true;
+        } else {
+            other.streams.into_iter().for_each(|s| self.note(s));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.all && self.streams.is_empty()
+    }
+}
+
+/// A delivery waiting for a router, with the stream to recover if it never leaves.
 struct Queued {
     envelope: Envelope,
-    created_us: i64,
+    stream: StreamKey,
 }
 
 /// Starts the dispatcher. It runs until `stop`, then flushes what is queued.
@@ -108,7 +136,7 @@ pub fn start(
 ) -> (Publisher, tokio::task::JoinHandle<()>) {
     let (queue, envelopes) = mpsc::channel(config.queue);
     let shared = Arc::new(Shared {
-        dropped_since: AtomicI64::new(NO_DROP),
+        dropped: Mutex::new(Dropped::default()),
         connected: AtomicUsize::new(0),
         configured: config.endpoints.len(),
         metrics: PublisherMetrics::new(metrics),
@@ -128,7 +156,6 @@ pub fn start(
         links,
         next: 0,
         pending: None,
-        max_age_us: i64::try_from(config.max_age.as_micros()).unwrap_or(i64::MAX),
         shared: shared.clone(),
         sockets_tx,
         events_tx,
@@ -148,16 +175,15 @@ pub fn start(
 impl Publisher {
     /// Queues `delivery` for the routers. Never fails the request: if no room frees up in
     /// time the live push is dropped (and later recovered), the message being stored.
-    pub async fn publish(&self, delivery: &Delivery, created_us: i64) {
-        let envelope = Envelope::deliver(delivery, now_us());
+    pub async fn publish(&self, delivery: &Delivery) {
         let item = Queued {
-            envelope,
-            created_us,
+            envelope: Envelope::deliver(delivery, now_us()),
+            stream: delivery.stream.clone(),
         };
         let queued = tokio::time::timeout(self.timeout, self.queue.send(item)).await;
         if !matches!(queued, Ok(Ok(()))) {
             self.shared.metrics.dropped.inc();
-            self.shared.note_drop(created_us);
+            self.shared.note_drop(delivery.stream.clone());
             tracing::warn!("no router took a delivery in time; edges will recover it");
         }
     }
@@ -174,9 +200,25 @@ impl Publisher {
 }
 
 impl Shared {
-    /// Remembers that a delivery created at `created_us` was not pushed.
-    fn note_drop(&self, created_us: i64) {
-        self.dropped_since.fetch_min(created_us, Ordering::Relaxed);
+    /// Remembers that a delivery on `stream` was not pushed.
+    fn note_drop(&self, stream: StreamKey) {
+        if let Ok(mut dropped) = self.dropped.lock() {
+            dropped.note(stream);
+        }
+    }
+
+    fn take_drops(&self) -> Dropped {
+        self.dropped
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default()
+    }
+
+    /// Puts back drops a `Recover` could not announce.
+    fn restore_drops(&self, drops: Dropped) {
+        if let Ok(mut dropped) = self.dropped.lock() {
+            dropped.merge(drops);
+        }
     }
 }
 
@@ -198,7 +240,6 @@ struct Dispatcher {
     next: usize,
     /// A delivery no router took yet; retried before anything newer.
     pending: Option<Queued>,
-    max_age_us: i64,
     shared: Arc<Shared>,
     sockets_tx: mpsc::Sender<Connected>,
     events_tx: mpsc::Sender<(usize, u64, SocketEvent)>,
@@ -264,41 +305,51 @@ impl Dispatcher {
     }
 
     /// Sends a delivery to the next live router, trying each once; keeps it pending if none
-    /// takes it. A `Recover` for earlier drops goes first. A delivery older than `max_age`
-    /// is not pushed but announced for recovery: edges re-read the store only a bounded
-    /// time back from the last envelope they saw, and a late envelope lost with its router
-    /// could fall outside that window.
+    /// takes it. A `Recover` for earlier drops goes first. However late, a delivery is
+    /// still pushed: edges place it by its stream position and drop it if they already
+    /// have it.
     async fn dispatch(&mut self, queued: Queued) {
         if !self.announce_drops().await {
             self.pending = Some(queued);
             return;
         }
-        if now_us() - queued.envelope.header.origin_us > self.max_age_us {
-            self.shared.metrics.stale.inc();
-            self.shared.note_drop(queued.created_us);
-            self.announce_drops().await;
-            return;
-        }
-        if !self.send_anywhere(&queued.envelope).await {
+        if !self.send_for(&queued.stream, &queued.envelope).await {
             self.pending = Some(queued);
         }
     }
 
     /// Sends a `Recover` for deliveries dropped so far, if any; false if none could be sent
-    /// (the drop stays noted).
+    /// (the drops stay noted).
     async fn announce_drops(&mut self) -> bool {
-        let dropped = self.shared.dropped_since.swap(NO_DROP, Ordering::Relaxed);
-        if dropped == NO_DROP {
+        let dropped = self.shared.take_drops();
+        if dropped.is_empty() {
             return true;
         }
-        let recover = Envelope::recover(dropped, now_us());
+        let streams = dropped.streams.iter().cloned().collect();
+        let recover = Envelope::recover(if dropped.all { Vec::new() } else { streams }, now_us());
         if self.send_anywhere(&recover).await {
             return true;
         }
-        self.shared.note_drop(dropped);
+        self.shared.restore_drops(dropped);
         false
     }
 
+    /// Sends to the connected routers in `stream`'s rendezvous order until one takes it.
+    async fn send_for(&mut self, stream: &StreamKey, envelope: &Envelope) -> bool {
+        let mut order: Vec<(u64, usize)> = (0..self.links.len())
+            .filter(|&i| self.links[i].socket.is_some())
+            .map(|i| (rendezvous_score(&self.links[i].endpoint, stream), i))
+            .collect();
+        order.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, index) in order {
+            if self.send_to(index, envelope).await {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Sends to whichever connected router takes it (control envelopes, not in a stream).
     async fn send_anywhere(&mut self, envelope: &Envelope) -> bool {
         for _ in 0..self.links.len() {
             let index = self.next % self.links.len();
@@ -417,6 +468,21 @@ impl Dispatcher {
     }
 }
 
+/// The weight of router `endpoint` for `stream`: the highest-weighted connected router
+/// carries the stream (rendezvous hashing). SHA-256, so every API process and every build
+/// agrees on it.
+fn rendezvous_score(endpoint: &str, stream: &StreamKey) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(endpoint.as_bytes());
+    hasher.update([0]);
+    hasher.update(stream.as_str().as_bytes());
+    let digest = hasher.finalize();
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(word)
+}
+
 async fn next_envelope(
     pending: &mut Option<Queued>,
     envelopes: &mut mpsc::Receiver<Queued>,
@@ -424,5 +490,42 @@ async fn next_envelope(
     match pending.take() {
         Some(envelope) => Some(envelope),
         None => envelopes.recv().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendezvous_spreads_streams_and_moves_only_the_dead_routers() {
+        let routers = [
+            "tcp://10.0.0.1:9988",
+            "tcp://10.0.0.2:9988",
+            "tcp://10.0.0.3:9988",
+        ];
+        fn owner(live: &[&'static str], stream: &StreamKey) -> &'static str {
+            live.iter()
+                .max_by_key(|r| rendezvous_score(r, stream))
+                .copied()
+                .unwrap()
+        }
+        let streams: Vec<StreamKey> = (0..300)
+            .map(|i| StreamKey::mozilla_token(&format!("token-{i}")))
+            .collect();
+        let mut load = [0usize; 3];
+        for stream in &streams {
+            let at = routers.iter().position(|r| *r == owner(&routers, stream));
+            load[at.unwrap()] += 1;
+        }
+        assert!(load.iter().all(|&n| n > 60), "spread: {load:?}");
+        let survivors = [routers[0], routers[2]];
+        for stream in &streams {
+            let before = owner(&routers, stream);
+            let after = owner(&survivors, stream);
+            if before != routers[1] {
+                assert_eq!(before, after, "a stream on a live router stays");
+            }
+        }
     }
 }

@@ -7,8 +7,10 @@
 use std::time::{Duration, Instant};
 
 use common::config::Config;
-use common::message::Delivery;
+use common::message::Event;
+use common::stream::StreamKey;
 use common::testing::{loopback_config, metric_value};
+use common::token::mozilla_token_id;
 use common::wire::{Envelope, Kind};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -51,7 +53,37 @@ async fn start(configure: impl FnOnce(&mut Config)) -> Running {
 }
 
 impl Running {
+    /// A new token, and a message posted to its own queue: (queue URL, message key).
     async fn post_message(&self) -> (String, String) {
+        let (queue, key, _) = self.post_message_to_new_token().await;
+        (queue, key)
+    }
+
+    /// A new token, and `n` messages posted to its own queue: (queue URL, keys, token).
+    async fn post_to_new_token(&self, n: usize) -> (String, Vec<String>, String) {
+        let (queue, first, token) = self.post_message_to_new_token().await;
+        let mut keys = vec![first];
+        for _ in 1..n {
+            keys.push(self.post_to(&queue).await);
+        }
+        (queue, keys, token)
+    }
+
+    async fn post_to(&self, queue: &str) -> String {
+        let posted: Value = self
+            .http
+            .post(queue)
+            .form(&[("title", "hi")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        posted["key"].as_str().unwrap().to_owned()
+    }
+
+    async fn post_message_to_new_token(&self) -> (String, String, String) {
         let token: Value = self
             .http
             .post(format!("{}/token/", self.base))
@@ -67,17 +99,8 @@ impl Running {
             .unwrap()
             .trim_start_matches("http://127.0.0.1:5001");
         let queue = format!("{}{path}", self.base);
-        let posted: Value = self
-            .http
-            .post(&queue)
-            .form(&[("title", "hi")])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        (queue, posted["key"].as_str().unwrap().to_owned())
+        let key = self.post_to(&queue).await;
+        (queue, key, token["token"].as_str().unwrap().to_owned())
     }
 
     async fn health(&self) -> (u16, Value) {
@@ -137,13 +160,17 @@ async fn stores_then_pushes_to_the_router() {
     let mut pull = PullSocket::new();
     pull.bind(&api.router).await.unwrap();
     wait_health(&api, 200).await;
-    let (queue, key) = api.post_message().await;
-    let envelope = next_of(&mut pull, Kind::Deliver).await;
-    let Delivery::QueueMessage { message } = envelope.delivery().unwrap() else {
-        panic!("a queue message")
-    };
-    assert_eq!(message.key, key);
-    assert!(queue.contains(&message.queue));
+    let (queue, keys, token) = api.post_to_new_token(2).await;
+    let stream = StreamKey::mozilla_token(&mozilla_token_id(&token).unwrap());
+    for (offset, key) in keys.iter().enumerate() {
+        let delivery = next_of(&mut pull, Kind::Deliver).await.delivery().unwrap();
+        let Event::QueueMessage { message } = &delivery.event;
+        assert_eq!(&message.key, key);
+        assert!(queue.contains(&message.queue));
+        assert_eq!(delivery.stream, stream, "on the token's stream");
+        assert_eq!(delivery.offset(), offset as u64 + 1, "at its position");
+    }
+    let envelope = next_of(&mut pull, Kind::Heartbeat).await;
     assert_eq!(
         (envelope.header.epoch, envelope.header.seq),
         (0, 0),
@@ -180,9 +207,10 @@ async fn deliveries_dropped_while_no_router_is_up_are_announced_for_recovery() {
         c.api.publish_timeout_ms = 50;
     })
     .await;
-    let before = common::clock::now_us();
+    let mut streams = Vec::new();
     for _ in 0..3 {
-        api.post_message().await;
+        let (_, _, token) = api.post_message_to_new_token().await;
+        streams.push(StreamKey::mozilla_token(&mozilla_token_id(&token).unwrap()));
     }
     let metrics = api
         .http
@@ -203,42 +231,87 @@ async fn deliveries_dropped_while_no_router_is_up_are_announced_for_recovery() {
         .await
         .recover_request()
         .unwrap();
-    assert!(
-        recover.from_us >= before,
-        "recovery starts at the first dropped message"
-    );
-    assert!(recover.from_us <= common::clock::now_us());
+    assert!(!recover.streams.is_empty(), "names the streams that lost");
+    for stream in &recover.streams {
+        assert!(streams.contains(stream), "{stream} was not posted to");
+    }
     api.stop().await;
 }
 
-/// Deliveries that waited for a router longer than `publish_max_age_ms` are not pushed
-/// late (an edge might not look back that far if the router lost them): the API announces
-/// them for recovery instead.
+/// However late a router takes it, a delivery is pushed: edges place it by its stream
+/// position (and drop it if recovery already delivered it).
 #[tokio::test]
-async fn deliveries_that_waited_too_long_are_announced_instead_of_pushed() {
-    let api = start(|c| {
-        c.api.publish_max_age_ms = 1;
-    })
-    .await;
-    let before = common::clock::now_us();
+async fn a_delivery_that_waited_for_a_router_is_still_pushed() {
+    let api = start(|_| {}).await;
     let (_, key) = api.post_message().await;
-    // The precondition under test is an age, not an event: the delivery was published
-    // before `answered`; let it grow older than its 1 ms limit before any router exists.
-    let answered = common::clock::now_us();
-    while common::clock::now_us() - answered < 5_000 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
     let mut pull = PullSocket::new();
     pull.bind(&api.router).await.unwrap();
-    let envelope = next_matching(&mut pull, |k| k != Kind::Heartbeat).await;
-    assert_eq!(
-        envelope.header.kind,
-        Kind::Recover,
-        "not the stale delivery of {key}"
-    );
-    let recover = envelope.recover_request().unwrap();
-    assert!(before <= recover.from_us && recover.from_us <= common::clock::now_us());
+    let delivery = next_of(&mut pull, Kind::Deliver).await.delivery().unwrap();
+    let Event::QueueMessage { message } = delivery.event;
+    assert_eq!(message.key, key);
     api.stop().await;
+}
+
+/// With two routers, each stream's envelopes all travel one of them, in order (how
+/// streams spread is the rendezvous unit test's business).
+#[tokio::test]
+async fn each_stream_travels_one_router() {
+    let second = common::testing::free_endpoint();
+    let api = start(|c| c.cluster.router_pull.push(second.clone())).await;
+    let mut pulls = [PullSocket::new(), PullSocket::new()];
+    pulls[0].bind(&api.router).await.unwrap();
+    pulls[1].bind(&second).await.unwrap();
+    eventually_health_shows_routers(&api, 2).await;
+    let mut tokens = Vec::new();
+    for _ in 0..6 {
+        tokens.push(api.post_to_new_token(3).await.2);
+    }
+    let mut routers_of: std::collections::HashMap<StreamKey, Vec<usize>> = Default::default();
+    let expected = 6 * 3;
+    let mut seen = 0;
+    let start = Instant::now();
+    while seen < expected {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "only {seen} of {expected} arrived"
+        );
+        for (i, pull) in pulls.iter_mut().enumerate() {
+            let Ok(Ok(message)) =
+                tokio::time::timeout(Duration::from_millis(50), pull.recv()).await
+            else {
+                continue;
+            };
+            let envelope = Envelope::from_message(message).unwrap();
+            if envelope.header.kind == Kind::Deliver {
+                let delivery = envelope.delivery().unwrap();
+                let offset = delivery.offset();
+                let routers = routers_of.entry(delivery.stream).or_default();
+                assert_eq!(offset, routers.len() as u64 + 1, "in stream order");
+                routers.push(i);
+                seen += 1;
+            }
+        }
+    }
+    assert_eq!(routers_of.len(), 6);
+    for (stream, routers) in &routers_of {
+        assert!(
+            routers.iter().all(|r| *r == routers[0]),
+            "{stream} went over two routers: {routers:?}"
+        );
+    }
+    api.stop().await;
+}
+
+async fn eventually_health_shows_routers(api: &Running, connected: u64) {
+    let start = Instant::now();
+    loop {
+        let (_, body) = api.health().await;
+        if body["routers"]["connected"] == connected {
+            return;
+        }
+        assert!(start.elapsed() < DEADLINE, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Writes `request` and reads one whole response (head and `Content-Length` body), as

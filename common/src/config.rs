@@ -126,9 +126,6 @@ pub struct ApiConfig {
     pub publish_timeout_ms: u64,
     /// Keep-alive beat to each router, so a dead router is noticed while idle.
     pub router_heartbeat_ms: u64,
-    /// A delivery older than this when a router could take it is not pushed live: the
-    /// edges are told to recover it from the store instead (keeps recovery windows short).
-    pub publish_max_age_ms: u64,
     /// Open HTTP connections per process.
     pub max_connections: usize,
     /// Time allowed for in-flight requests after SIGTERM.
@@ -144,7 +141,6 @@ impl Default for ApiConfig {
             publish_queue: 10_000,
             publish_timeout_ms: 5_000,
             router_heartbeat_ms: 1_000,
-            publish_max_age_ms: 2_000,
             max_connections: 10_000,
             drain_ms: 5_000,
         }
@@ -173,12 +169,15 @@ pub struct EdgeConfig {
     pub outbound_queue_frames: usize,
     pub outbound_queue_bytes: usize,
     pub max_connections: usize,
-    /// No envelope or heartbeat from a router for this long counts as a possible loss.
+    /// No envelope or heartbeat from a router for this long counts as a possible loss;
+    /// while it lasts, every stream is checked against the store once per period.
     pub router_silence_ms: u64,
-    /// How far before the last envelope known to have arrived a recovery re-reads: covers
-    /// how late an envelope may reach a router (`api.publish_max_age_ms` plus a 1 s send
-    /// timeout) and clock skew between hosts. At least `api.publish_max_age_ms + 2000`.
-    pub recovery_margin_ms: u64,
+    /// How long an entry that arrived after a gap in its stream waits for the gap to fill
+    /// (two publishers racing) before the gap is read from the store.
+    pub reorder_window_ms: u64,
+    /// A stream further behind the store than this many entries is not replayed: its
+    /// sockets are told to re-read history (Mozilla dialect: close 4010).
+    pub recovery_limit: u64,
     /// Time allowed to close sockets (1001) after SIGTERM.
     pub drain_ms: u64,
 }
@@ -199,7 +198,8 @@ impl Default for EdgeConfig {
             outbound_queue_bytes: 1024 * 1024,
             max_connections: 20_000,
             router_silence_ms: 3_500,
-            recovery_margin_ms: 5_000,
+            reorder_window_ms: 100,
+            recovery_limit: 10_000,
             drain_ms: 5_000,
         }
     }
@@ -352,7 +352,7 @@ impl Config {
             ),
             ("websockets.max_connections", e.max_connections as u64),
             ("websockets.router_silence_ms", e.router_silence_ms),
-            ("api.publish_max_age_ms", self.api.publish_max_age_ms),
+            ("websockets.recovery_limit", e.recovery_limit),
             ("api.max_connections", self.api.max_connections as u64),
             ("monitor.interval_ms", self.monitor.interval_ms),
             ("monitor.check_timeout_ms", self.monitor.check_timeout_ms),
@@ -388,13 +388,8 @@ impl Config {
             1 << 20,
             problems,
         );
-        // How late an envelope can reach a router: its age limit, one send timeout (1 s),
-        // and a second for clock skew between hosts.
-        if e.recovery_margin_ms < self.api.publish_max_age_ms.saturating_add(2_000) {
-            problems.push(
-                "websockets.recovery_margin_ms must be at least api.publish_max_age_ms + 2000"
-                    .into(),
-            );
+        if e.reorder_window_ms > 10_000 {
+            problems.push("websockets.reorder_window_ms must be at most 10000".into());
         }
         if e.router_silence_ms <= self.router.heartbeat_ms {
             problems.push(
@@ -552,7 +547,7 @@ mod tests {
         config.api.public_url = "ftp://x".into();
         config.websockets.outbound_queue_frames = 0;
         config.websockets.max_message_bytes = 10;
-        config.websockets.recovery_margin_ms = 1_000;
+        config.websockets.reorder_window_ms = 60_000;
         let mut app = dev_app();
         app.keys[0].secret = "short".into();
         app.keys[0].scopes = vec!["nocolon".into()];
@@ -565,7 +560,7 @@ mod tests {
             "api.public_url",
             "websockets.outbound_queue_frames",
             "websockets.max_message_bytes",
-            "websockets.recovery_margin_ms must be at least",
+            "websockets.reorder_window_ms must be at most",
             "secret must be at least 16",
             "nocolon",
             "apps[1].id `dev` is used twice",

@@ -1,6 +1,7 @@
 //! `common` is the contract between Herald's processes: the configuration every binary
-//! reads, the message model, the versioned ZeroMQ envelope, the `Store` trait with its
-//! SQLite implementation, Prometheus helpers, the HTTP serving loop and graceful shutdown.
+//! reads, the message model, stream positions, the versioned ZeroMQ envelope, the `Store`
+//! trait with its SQLite implementation, Prometheus helpers, the HTTP serving loop and
+//! graceful shutdown.
 //! Nothing here knows which process it runs in; each binary crate composes these pieces.
 
 pub mod cli;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod net;
 pub mod shutdown;
 pub mod store;
+pub mod stream;
 pub mod testing;
 pub mod token;
 pub mod wire;

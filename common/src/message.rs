@@ -7,9 +7,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::clock::us_to_secs;
+use crate::stream::{Position, StreamKey};
 use crate::token::TokenId;
 
-/// The optional fields a site posts to a Mozilla queue (seed 003).
+/// The optional fields a site posts to a Mozilla queue (seed 003), or — for a read mark —
+/// only `read`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueBody {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -18,8 +20,25 @@ pub struct QueueBody {
     pub body: Option<String>,
     #[serde(rename = "actionUrl", skip_serializing_if = "Option::is_none")]
     pub action_url: Option<String>,
+    #[serde(rename = "iconUrl", skip_serializing_if = "Option::is_none")]
+    pub icon_url: Option<String>,
     #[serde(rename = "replaceId", skip_serializing_if = "Option::is_none")]
     pub replace_id: Option<String>,
+    /// Set on a read mark (`action=read`): the key of the message that was read. A read
+    /// mark is a message of its own in the token's own queue, so devices that were
+    /// offline find it in history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read: Option<String>,
+}
+
+impl QueueBody {
+    /// The body of a read mark for message `key`.
+    pub fn read_mark(key: &str) -> QueueBody {
+        QueueBody {
+            read: Some(key.to_owned()),
+            ..QueueBody::default()
+        }
+    }
 }
 
 /// One message posted to a Mozilla queue, addressed to the queue's owning token.
@@ -53,51 +72,50 @@ impl QueueMessage {
     }
 }
 
-/// The Mozilla socket frame telling every device of a token that `key` was read.
-pub fn mozilla_read_json(key: &str) -> serde_json::Value {
-    json!({ "read": key })
+/// What one envelope asks the edges to do: an event on a stream, at a position when the
+/// stream is resumable. Serialized (JSON) as the envelope payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub stream: StreamKey,
+    /// Where the event sits in its stream; `None` for an ephemeral event (at most once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<Position>,
+    pub event: Event,
 }
 
-/// What one envelope asks the edges to do. Serialized as the envelope payload.
+/// The events a delivery carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum Delivery {
-    /// Push a stored queue message to its token's sockets.
+pub enum Event {
+    /// A stored message of one of a Mozilla token's queues (a read mark included).
     QueueMessage { message: QueueMessage },
-    /// Tell a token's sockets that a message was read (multi-device read sync).
-    QueueRead { token: TokenId, key: String },
 }
 
 impl Delivery {
-    /// The token whose sockets this delivery is for.
-    pub fn token(&self) -> &str {
-        match self {
-            Delivery::QueueMessage { message } => &message.token,
-            Delivery::QueueRead { token, .. } => token,
+    /// A stored queue message at `position` of its token's stream.
+    pub fn queue_message(message: QueueMessage, position: Position) -> Delivery {
+        Delivery {
+            stream: StreamKey::mozilla_token(&message.token),
+            position: Some(position),
+            event: Event::QueueMessage { message },
         }
     }
 
-    /// The ZeroMQ routing key: `q.<token id>.` (the trailing dot keeps prefix
-    /// subscriptions from matching longer ids).
+    /// The ZeroMQ routing key (`StreamKey::routing_key`).
     pub fn routing_key(&self) -> String {
-        format!("q.{}.", self.token())
+        self.stream.routing_key()
     }
 
-    /// The identity edges de-duplicate on when a recovery replays this delivery.
-    pub fn dedup_key(&self) -> String {
-        match self {
-            Delivery::QueueMessage { message } => format!("m:{}", message.key),
-            Delivery::QueueRead { key, .. } => format!("r:{key}"),
-        }
+    /// The stream offset, 0 for an ephemeral event.
+    pub fn offset(&self) -> u64 {
+        self.position.as_ref().map_or(0, |p| p.offset)
     }
 
     /// The Mozilla-dialect text frame for this delivery.
     pub fn mozilla_frame(&self, api_base: &str) -> String {
-        match self {
-            Delivery::QueueMessage { message } => message.to_mozilla_json(api_base),
-            Delivery::QueueRead { key, .. } => mozilla_read_json(key),
+        match &self.event {
+            Event::QueueMessage { message } => message.to_mozilla_json(api_base).to_string(),
         }
-        .to_string()
     }
 }
 
@@ -134,26 +152,30 @@ mod tests {
     }
 
     #[test]
-    fn deliveries_round_trip_and_route_by_token() {
-        for d in [
-            Delivery::QueueMessage { message: message() },
-            Delivery::QueueRead {
-                token: "t1".into(),
-                key: "k".into(),
-            },
-        ] {
-            let bytes = serde_json::to_vec(&d).unwrap();
-            assert_eq!(serde_json::from_slice::<Delivery>(&bytes).unwrap(), d);
-            assert_eq!(d.routing_key(), "q.t1.");
-        }
-        let read = Delivery::QueueRead {
-            token: "t".into(),
-            key: "k".into(),
+    fn deliveries_round_trip_on_their_tokens_stream() {
+        let position = Position {
+            epoch: "e1".into(),
+            offset: 3,
         };
-        assert_eq!(read.mozilla_frame("http://x"), r#"{"read":"k"}"#);
-        assert_ne!(
-            read.dedup_key(),
-            Delivery::QueueMessage { message: message() }.dedup_key()
-        );
+        let d = Delivery::queue_message(message(), position.clone());
+        let bytes = serde_json::to_vec(&d).unwrap();
+        assert_eq!(serde_json::from_slice::<Delivery>(&bytes).unwrap(), d);
+        assert_eq!(d.stream, StreamKey::mozilla_token("t1"));
+        assert_eq!(d.routing_key(), "t/t1|");
+        assert_eq!(d.offset(), 3);
+    }
+
+    #[test]
+    fn a_read_mark_renders_as_a_message_with_a_read_body() {
+        let mark = QueueMessage {
+            body: QueueBody::read_mark("k0"),
+            ..message()
+        };
+        let frame: serde_json::Value = serde_json::from_str(
+            &Delivery::queue_message(mark, Position::start("e")).mozilla_frame("http://h:1"),
+        )
+        .unwrap();
+        assert_eq!(frame["body"], json!({"read": "k0"}));
+        assert_eq!(frame["queue"], "http://h:1/queue/q1/");
     }
 }

@@ -9,17 +9,23 @@
 //! API processes send envelopes with `epoch = seq = 0`; the router stamps its epoch (random
 //! per router start) and a per-epoch sequence number that increases by one per forwarded
 //! envelope. Heartbeats carry the last sequence number without taking a new one, so an edge
-//! can tell a quiet router from a lossy one. A new `VERSION` is a new layout: receivers
-//! drop (and count) envelopes of versions they do not know.
+//! can tell a quiet router from a lossy one. The router's sequence detects loss on the
+//! router link; order and de-duplication within one stream come from the stream position
+//! a `Deliver` payload carries (`crate::stream`). A new `VERSION` is a new layout or payload
+//! schema: receivers drop (and count) envelopes of versions they do not know.
+//!
+//! Version history: 1 — deliveries addressed by token, recovery by time window; 2 —
+//! deliveries carry their stream and position, `Recover` names streams.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use zeromq::ZmqMessage;
 
 use crate::message::Delivery;
+use crate::stream::StreamKey;
 
-/// Layout version of the header below.
-pub const VERSION: u8 = 1;
+/// Layout version of the header below and of the payload schemas.
+pub const VERSION: u8 = 2;
 /// Size of the header frame.
 pub const HEADER_LEN: usize = 32;
 /// Routing key of router heartbeats and API keep-alives.
@@ -35,7 +41,7 @@ pub enum Kind {
     Deliver = 1,
     /// Liveness: from an API to a router (dropped there), from a router to edges.
     Heartbeat = 2,
-    /// "Deliveries since `from_us` may be lost: re-read them from the store" (`Recover`).
+    /// "Deliveries on these streams may be lost: re-read them from the store" (`Recover`).
     Recover = 3,
 }
 
@@ -75,12 +81,16 @@ pub struct Header {
     pub origin_us: i64,
 }
 
-/// Payload of a `Kind::Recover` envelope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Payload of a `Kind::Recover` envelope: an API dropped deliveries before any router took
+/// them (they are stored), and edges should check these streams against the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recover {
-    /// Deliveries created at or after this time may not have reached the edges.
-    pub from_us: i64,
+    /// The streams that lost deliveries; empty means "possibly any stream".
+    pub streams: Vec<StreamKey>,
 }
+
+/// Most streams a `Recover` names; past this it names none (= every stream).
+pub const MAX_RECOVER_STREAMS: usize = 256;
 
 /// Why bytes from the wire were not a valid envelope.
 #[derive(Debug, thiserror::Error)]
@@ -171,9 +181,9 @@ impl Envelope {
         }
     }
 
-    /// A recovery request for deliveries since `from_us`.
-    pub fn recover(from_us: i64, origin_us: i64) -> Envelope {
-        let payload = serde_json::to_vec(&Recover { from_us }).expect("Recover serializes");
+    /// A recovery request for `streams` (empty: every stream).
+    pub fn recover(streams: Vec<StreamKey>, origin_us: i64) -> Envelope {
+        let payload = serde_json::to_vec(&Recover { streams }).expect("Recover serializes");
         Envelope {
             routing_key: CONTROL_KEY.into(),
             header: Header::new(Kind::Recover, origin_us),
@@ -218,6 +228,7 @@ impl Envelope {
 mod tests {
     use super::*;
     use crate::message::{QueueBody, QueueMessage};
+    use crate::stream::Position;
     use proptest::prelude::*;
 
     fn kind() -> impl Strategy<Value = Kind> {
@@ -255,25 +266,25 @@ mod tests {
 
     #[test]
     fn a_delivery_survives_the_wire() {
-        let delivery = Delivery::QueueMessage {
-            message: QueueMessage {
-                key: "k".into(),
-                queue: "q".into(),
-                token: "t".into(),
-                created_us: 5,
-                body: QueueBody {
-                    body: Some("b".into()),
-                    ..QueueBody::default()
-                },
+        let message = QueueMessage {
+            key: "k".into(),
+            queue: "q".into(),
+            token: "t".into(),
+            created_us: 5,
+            body: QueueBody {
+                body: Some("b".into()),
+                ..QueueBody::default()
             },
         };
+        let delivery = Delivery::queue_message(message, Position::start("e"));
         let envelope = Envelope::deliver(&delivery, 7);
         let back = Envelope::from_message(envelope.to_message()).unwrap();
-        assert_eq!(back.routing_key, "q.t.");
+        assert_eq!(back.routing_key, "t/t|");
         assert_eq!(back.header.kind, Kind::Deliver);
         assert_eq!(back.delivery().unwrap(), delivery);
-        let recover = Envelope::recover(42, 1);
-        assert_eq!(recover.recover_request().unwrap(), Recover { from_us: 42 });
+        let streams = vec![StreamKey::mozilla_token("t")];
+        let recover = Envelope::recover(streams.clone(), 1);
+        assert_eq!(recover.recover_request().unwrap(), Recover { streams });
     }
 
     #[test]

@@ -22,6 +22,7 @@ async fn a_posted_message_reaches_the_tokens_socket() {
                 ("title", "Hello"),
                 ("body", "World"),
                 ("actionUrl", "http://example.com/x"),
+                ("iconUrl", "https://example.com/i.png"),
             ],
         )
         .await;
@@ -32,7 +33,8 @@ async fn a_posted_message_reaches_the_tokens_socket() {
     assert_eq!(frame["queue"], Value::String(queue.clone()));
     assert_eq!(
         frame["body"],
-        serde_json::json!({"title": "Hello", "body": "World", "actionUrl": "http://example.com/x"})
+        serde_json::json!({"title": "Hello", "body": "World", "actionUrl": "http://example.com/x",
+                           "iconUrl": "https://example.com/i.png"})
     );
 
     // The token's own queue delivers to the same sockets.
@@ -95,7 +97,7 @@ async fn two_edges_each_deliver_to_their_socket_and_read_sync_reaches_both() {
     })
     .await;
     let moz = cluster.moz();
-    let (token, _) = moz.token().await;
+    let (token, own_queue) = moz.token().await;
     let queue = moz.queue(&token, "news.example").await;
     let mut phone = Socket::mozilla(&cluster.edge_url(0), &token).await;
     let mut laptop = Socket::mozilla(&cluster.edge_url(1), &token).await;
@@ -107,19 +109,30 @@ async fn two_edges_each_deliver_to_their_socket_and_read_sync_reaches_both() {
             Value::String(key.clone())
         );
     }
-    let (status, body) = moz
-        .form_post(&queue, &[("action", "read"), ("key", &key)])
+    // A read mark is a message of the token's own queue, pushed like any other...
+    let (status, mark) = moz
+        .form_post(
+            &format!("{own_queue}?action=read&key={key}"),
+            &[("ignored", "")],
+        )
         .await;
-    assert_eq!(
-        (status, body),
-        (200, serde_json::json!({"key": key, "read": true}))
-    );
+    assert_eq!(status, 200, "{mark}");
     for socket in [&mut phone, &mut laptop] {
-        assert_eq!(
-            socket.next_json(DEADLINE).await,
-            serde_json::json!({"read": key})
-        );
+        let frame = socket.next_json(DEADLINE).await;
+        assert_eq!(frame["key"], mark["key"]);
+        assert_eq!(frame["queue"], Value::String(own_queue.clone()));
+        assert_eq!(frame["body"], serde_json::json!({"read": key}));
     }
+    // ...so a device that was offline finds it in history.
+    let (status, history) = moz.messages(&own_queue, &token, &[]).await;
+    assert_eq!(status, 200, "{history}");
+    let last = history["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["body"], serde_json::json!({"read": key}));
 }
 
 #[tokio::test]

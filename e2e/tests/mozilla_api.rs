@@ -153,7 +153,7 @@ async fn queue_creation_and_listing_errors() {
 #[tokio::test]
 async fn posting_messages_and_its_errors() {
     let (_cluster, moz) = cluster().await;
-    let (token, _) = moz.token().await;
+    let (token, own_queue) = moz.token().await;
     let queue = moz.queue(&token, "post.example").await;
 
     let (status, body) = moz.form_post(&queue, &[("body", "only a body")]).await;
@@ -224,11 +224,19 @@ async fn posting_messages_and_its_errors() {
         &["key"],
     );
     assert_error(
-        &moz.form_post(&queue, &[("action", "read"), ("key", &"0".repeat(32))])
+        &moz.form_post(&own_queue, &[("action", "read"), ("key", &"0".repeat(32))])
             .await,
         404,
         "body",
         &["key"],
+    );
+    let key = body["key"].as_str().unwrap();
+    assert_error(
+        &moz.form_post(&queue, &[("action", "read"), ("key", key)])
+            .await,
+        400,
+        "body",
+        &["action"],
     );
     assert_error(
         &moz.form_post(&queue, &[("action", "delete"), ("key", "k")])
@@ -281,6 +289,11 @@ async fn read_timestamps_only_move_forward() {
     );
     let listed = moz.messages(&queue, &token, &[]).await;
     assert_eq!(listed.1["timestamp"], json!(200.25));
+    assert_eq!(
+        listed.1["last_seen"],
+        json!(200.25),
+        "the original's name for it"
+    );
 
     assert_error(
         &put(None, vec![("timestamp", "1")]).await,

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::config::Config;
-use common::message::Delivery;
+use common::message::{Delivery, QueueBody, QueueMessage};
+use common::stream::Position;
 use common::wire::{Envelope, Kind};
 use tokio_util::sync::CancellationToken;
 use zeromq::{PushSocket, Socket, SocketRecv, SocketSend, SubSocket, ZmqMessage};
@@ -39,10 +40,14 @@ async fn recv_delivery(sub: &mut SubSocket) -> Envelope {
 }
 
 fn read_delivery(token: &str) -> Delivery {
-    Delivery::QueueRead {
+    let message = QueueMessage {
+        key: "k2".into(),
+        queue: "q".into(),
         token: token.into(),
-        key: "k".into(),
-    }
+        created_us: 1,
+        body: QueueBody::read_mark("k"),
+    };
+    Delivery::queue_message(message, Position::start("e"))
 }
 
 #[tokio::test]
@@ -84,7 +89,7 @@ async fn stamps_forwards_and_heartbeats() {
     assert_eq!((first.header.epoch, second.header.epoch), (epoch, epoch));
     assert_eq!(second.header.seq, first.header.seq + 1);
     assert_eq!(first.delivery().unwrap(), read_delivery("a"));
-    assert_eq!(first.routing_key, "q.a.");
+    assert_eq!(first.routing_key, "t/a|");
     let next_beat = loop {
         let envelope = recv_envelope(&mut sub).await;
         if envelope.header.kind == Kind::Heartbeat {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::config::ms;
+use common::stream::{Position, StreamKey};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -64,7 +65,7 @@ pub async fn serve(edge: Arc<EdgeState>, mut ws: Socket, auth: Auth) {
                     return;
                 }
             };
-            match edge.register(&token) {
+            match edge.register(&token.0, &token.1) {
                 Some(registered) => registered,
                 None if edge.is_draining() => {
                     let code = close_code::GOING_AWAY;
@@ -88,8 +89,12 @@ pub async fn serve(edge: Arc<EdgeState>, mut ws: Socket, auth: Auth) {
     }
 }
 
-/// Waits for `token: T` as the first text frame and checks T against the store.
-async fn first_frame_token(edge: &EdgeState, ws: &mut Socket) -> Result<String, Closing> {
+/// Waits for `token: T` as the first text frame and checks T against the store: T's stream
+/// and its position.
+async fn first_frame_token(
+    edge: &EdgeState,
+    ws: &mut Socket,
+) -> Result<(StreamKey, Position), Closing> {
     let deadline = Instant::now() + ms(edge.config.handshake_timeout_ms);
     loop {
         let frame = tokio::select! {
@@ -105,7 +110,7 @@ async fn first_frame_token(edge: &EdgeState, ws: &mut Socket) -> Result<String, 
                     .strip_prefix("token: ")
                     .ok_or((1008, "expected `token: <token>`"))?;
                 return match edge.authenticate(token.trim()).await {
-                    Ok(id) => Ok(id),
+                    Ok(stream) => Ok(stream),
                     Err(crate::AuthError::Unknown) => Err((1008, "unknown token")),
                     Err(crate::AuthError::Store) => Err((1011, "store unavailable; retry")),
                 };
@@ -224,6 +229,7 @@ fn close_reason(code: u16) -> &'static str {
     match code {
         close_code::GOING_AWAY => "node draining; reconnect elsewhere",
         close_code::SLOW_CONSUMER => "slow consumer",
+        close_code::RESYNC => "messages were missed; re-read history",
         _ => "",
     }
 }

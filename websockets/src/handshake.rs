@@ -87,7 +87,7 @@ async fn mozilla_socket(edge: Arc<EdgeState>, req: Request<Incoming>) -> Respons
             }
         },
         Some(token) => match edge.authenticate(&token).await {
-            Ok(id) => match edge.register(&id) {
+            Ok((stream, head)) => match edge.register(&stream, &head) {
                 Some((conn, frames)) => Auth::Registered(conn, frames),
                 None => {
                     return error(

@@ -1,9 +1,9 @@
 //! `herald-websockets`: the edge that holds client sockets. It authenticates sockets before
-//! the upgrade (`handshake`), keeps a local index of them (`hub`), subscribes to every
-//! router (`subscriber`) and offers each delivery to the sockets of its token, re-reads
-//! the store when a router stream may have lost envelopes (`recovery`), registers itself
-//! in the store with a heartbeat so `/nodes/` can offer it, and on SIGTERM closes its
-//! sockets with 1001 before leaving.
+//! the upgrade (`handshake`), keeps a local index of them by stream (`hub`), subscribes to
+//! every router (`subscriber`) and hands each delivery to the sockets of its stream in
+//! stream order, reads from the store by position whatever a stream here missed
+//! (`recovery`), registers itself in the store with a heartbeat so `/nodes/` can offer it,
+//! and on SIGTERM closes its sockets with 1001 before leaving.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use common::config::{Config, EdgeConfig, ms};
 use common::http::ServeOptions;
 use common::message::Delivery;
 use common::store::{NodeHeartbeat, NodeStatus, Store};
+use common::stream::{Position, StreamKey};
 use common::token::mozilla_token_id;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -30,10 +31,13 @@ pub mod metrics;
 pub mod recovery;
 pub mod subscriber;
 
-use hub::{Hub, QueueLimits};
+use hub::{Hub, Live, QueueLimits};
 use metrics::EdgeMetrics;
 use recovery::Recovery;
 use subscriber::{Anomaly, RouterView, StreamState};
+
+/// Out-of-order entries each stream holds while a gap before them fills.
+const PARKED_PER_STREAM: usize = 1_024;
 
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,17 +93,13 @@ impl EdgeState {
         (self.hub.len() + pending <= self.config.max_connections).then_some(slot)
     }
 
-    /// Clock-skew margin for recovery, in µs.
-    pub fn margin_us(&self) -> i64 {
-        i64::try_from(self.config.recovery_margin_ms.saturating_mul(1000)).unwrap_or(i64::MAX)
-    }
-
-    /// The store id of a presented Mozilla token, if it is one.
-    pub async fn authenticate(&self, token: &str) -> Result<String, AuthError> {
+    /// The stream of a presented Mozilla token and its current position, if the token is
+    /// one of ours (a token's stream exists exactly as long as the token does).
+    pub async fn authenticate(&self, token: &str) -> Result<(StreamKey, Position), AuthError> {
         let id = mozilla_token_id(token).ok_or(AuthError::Unknown)?;
-        match self.store.token_exists(&id).await {
-            Ok(true) => Ok(id),
-            Ok(false) => Err(AuthError::Unknown),
+        let key = StreamKey::mozilla_token(&id);
+        match self.store.stream_heads(std::slice::from_ref(&key)).await {
+            Ok(mut heads) => heads.pop().ok_or(AuthError::Unknown),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot check a token");
                 Err(AuthError::Store)
@@ -107,60 +107,75 @@ impl EdgeState {
         }
     }
 
-    /// A router stream may have lost deliveries created since `from_us`.
-    pub fn report(&self, anomaly: Anomaly, from_us: i64) {
+    /// A router stream may have lost deliveries: check every stream here.
+    pub fn report(&self, anomaly: Anomaly) {
         self.metrics
             .anomalies
             .with_label_values(&[anomaly.label()])
             .inc();
-        self.recovery.request(from_us, anomaly.label());
+        self.recovery.check_all(anomaly.label());
     }
 
-    /// A delivery that just arrived from a router.
+    /// The frame a delivery becomes on a socket.
+    pub fn render(&self, delivery: &Delivery) -> Utf8Bytes {
+        Utf8Bytes::from(delivery.mozilla_frame(&self.api_base))
+    }
+
+    /// A delivery that just arrived from a router: handed to its stream's sockets when it
+    /// is the next entry, else parked or dropped (`hub::Live`), with a recovery check
+    /// asked for where the stream may have missed something.
     pub fn deliver_live(&self, delivery: &Delivery, origin_us: i64, now_us: i64) {
-        if !self.hub.has_token(delivery.token()) {
+        let key = &delivery.stream;
+        if !self.hub.follows(key) {
             return;
         }
-        if self.offer(delivery, None) > 0 && origin_us > 0 {
-            self.metrics
-                .delivery_latency
-                .observe((now_us - origin_us).max(0) as f64 / 1e6);
+        let outcome = self
+            .hub
+            .offer_live(key, delivery.position.as_ref(), self.render(delivery));
+        self.metrics
+            .live
+            .with_label_values(&[outcome.label()])
+            .inc();
+        match outcome {
+            Live::NotHere => {}
+            Live::Delivered(fanout) => {
+                self.metrics
+                    .deliveries
+                    .with_label_values(&["live"])
+                    .inc_by(fanout.queued as u64);
+                if origin_us > 0 {
+                    self.metrics
+                        .delivery_latency
+                        .observe((now_us - origin_us).max(0) as f64 / 1e6);
+                }
+            }
+            Live::Duplicate => {}
+            Live::Parked { first } => {
+                if first {
+                    self.recovery.check_after_gap(key);
+                }
+            }
+            Live::ParkFull | Live::OtherEpoch => self.recovery.check_now(key),
         }
     }
 
-    /// Renders `delivery` and offers it to its token's sockets; how many queued it.
-    /// `created_us` marks a replay: sockets opened well after it are skipped.
-    pub fn offer(&self, delivery: &Delivery, created_us: Option<i64>) -> usize {
-        let frame = Utf8Bytes::from(delivery.mozilla_frame(&self.api_base));
-        let created = created_us.map(|c| (c, self.margin_us()));
-        let fanout = self
-            .hub
-            .deliver(delivery.token(), &delivery.dedup_key(), &frame, created);
-        let path = if created_us.is_some() {
-            "recovered"
-        } else {
-            "live"
-        };
-        self.metrics
-            .deliveries
-            .with_label_values(&[path])
-            .inc_by(fanout.queued as u64);
-        self.metrics.duplicates.inc_by(fanout.duplicates as u64);
-        fanout.queued
-    }
-
-    /// Registers a socket of `token` with the hub (counted in metrics); `None` when full.
+    /// Registers a socket following `key` from `head` on (counted in metrics); `None` when
+    /// full or draining.
     pub fn register(
         &self,
-        token: &str,
+        key: &StreamKey,
+        head: &Position,
     ) -> Option<(Arc<hub::Conn>, tokio::sync::mpsc::Receiver<Utf8Bytes>)> {
-        let Some(registered) = self.hub.register(token, now_us()) else {
+        let Some((conn, frames)) = self.hub.register() else {
             self.metrics.sockets.with_label_values(&["full"]).inc();
             return None;
         };
+        if self.hub.subscribe(&conn, key, head) {
+            self.recovery.check_new(key);
+        }
         self.metrics.sockets.with_label_values(&["accepted"]).inc();
         self.metrics.connections.set(self.hub.len() as i64);
-        Some(registered)
+        Some((conn, frames))
     }
 
     /// Removes a socket from the hub.
@@ -222,11 +237,12 @@ pub async fn bind(config: &Config) -> anyhow::Result<Edge> {
             QueueLimits {
                 frames: e.outbound_queue_frames,
                 bytes: e.outbound_queue_bytes,
+                parked: PARKED_PER_STREAM,
             },
             e.max_connections,
         ),
         routers,
-        recovery: Recovery::default(),
+        recovery: Recovery::new(ms(e.reorder_window_ms)),
         metrics: EdgeMetrics::new(),
         sockets: TaskTracker::new(),
         ws_config: websocket_config(e),

@@ -9,14 +9,14 @@ pub struct EdgeMetrics {
     pub connections: IntGauge,
     pub sockets: IntCounterVec,
     pub deliveries: IntCounterVec,
-    pub duplicates: IntCounter,
+    pub live: IntCounterVec,
     pub slow_consumers: IntCounter,
     pub router_envelopes: IntCounterVec,
     pub anomalies: IntCounterVec,
     pub resubscribes: IntCounter,
     pub recoveries: IntCounterVec,
     pub recovered: IntCounter,
-    pub recovery_truncated: IntCounter,
+    pub recovery_streams: IntCounterVec,
     pub invalid_envelopes: IntCounter,
     pub bad_frames: IntCounter,
     pub delivery_latency: Histogram,
@@ -34,9 +34,10 @@ impl EdgeMetrics {
                 "Frames queued to sockets, by path.",
                 &["path"],
             ),
-            duplicates: m.counter(
-                "duplicates_total",
-                "Replayed deliveries a socket already had.",
+            live: m.counter_vec(
+                "live_entries_total",
+                "Entries arriving from routers, by what became of them (delivered, duplicate, parked after a gap, park_full, other_epoch, not_here).",
+                &["outcome"],
             ),
             slow_consumers: m.counter(
                 "slow_consumer_closes_total",
@@ -58,16 +59,17 @@ impl EdgeMetrics {
             ),
             recoveries: m.counter_vec(
                 "recoveries_total",
-                "Recovery passes by outcome.",
+                "Recovery passes by outcome (ok, error).",
                 &["outcome"],
             ),
             recovered: m.counter(
                 "recovered_deliveries_total",
-                "Deliveries made by recovery passes.",
+                "Frames queued to sockets from entries recovery read from the store.",
             ),
-            recovery_truncated: m.counter(
-                "recovery_truncated_total",
-                "Recovery passes that hit websockets.recovery_max_messages.",
+            recovery_streams: m.counter_vec(
+                "recovery_streams_total",
+                "Streams checked by recovery, by outcome (up_to_date, caught_up, too_far_behind, gone).",
+                &["outcome"],
             ),
             invalid_envelopes: m.counter("invalid_envelopes_total", "Malformed envelopes dropped."),
             bad_frames: m.counter(

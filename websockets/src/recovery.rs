@@ -1,117 +1,378 @@
-//! The recovery worker: when a router stream may have lost envelopes, re-read from the store
-//! what was created (or read) since the stream was last known whole, and offer it to this
-//! edge's sockets. The hub de-duplicates against what each socket already received, so a
-//! recovery that finds nothing missing sends nothing.
+//! The recovery worker: brings this edge's streams up to what the store holds, by position.
 //!
-//! Requests coalesce: while a pass runs, further requests only lower the start time of the
-//! next pass. A pass that fails (store unavailable) is retried until it succeeds.
+//! Checks are asked for per stream — after the reorder window when an entry arrived after a
+//! gap (`check_after_gap`), a moment after a stream's first socket subscribed
+//! (`check_new`), at once when a stream's epoch changed or its parking space filled
+//! (`check_now`) — or for every stream at once when a router stream may have lost
+//! envelopes (`check_all`: a sequence gap, a new router epoch, a silent router, an API's
+//! `Recover`). Requests coalesce per stream; a pass reads the heads of the streams due, in
+//! batches, and for each stream behind the store reads "after the cursor" in pages until
+//! it has caught up, handing the entries to the hub, which delivers each once and in order
+//! (`crate::hub`). No time window, no "oldest N", no memory of message ids.
+//!
+//! Bounded: a stream more than `websockets.recovery_limit` entries behind is not replayed;
+//! its sockets are told to re-read history instead (Mozilla dialect: close 4010) and the
+//! cursor moves to the head. A pass that fails (store unavailable) retries its streams.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::message::Delivery;
-use common::store::StoreError;
+use common::store::{MAX_HEADS, StoreError};
+use common::stream::{Position, StreamKey};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::EdgeState;
-use crate::hub::RECENT;
+use crate::hub::close_code;
 
-const NONE: i64 = i64::MAX;
+/// Entries read from the store per page.
+const PAGE: usize = 500;
+/// How soon a failed check is retried.
 const RETRY: Duration = Duration::from_secs(1);
+/// Streams waiting for a check at most; past this, every stream is checked instead.
+const MAX_PENDING: usize = 65_536;
 
-/// Handle to ask for a recovery pass.
-pub struct Recovery {
-    /// Start of the next pass, or `NONE`.
-    pending_from: AtomicI64,
-    wake: Notify,
+/// What the worker is asked to check.
+#[derive(Debug, Default)]
+struct Pending {
+    /// When each stream is due, and whether the check can be skipped if the stream has no
+    /// gap by then.
+    streams: HashMap<StreamKey, Due>,
+    /// Every stream is due at this time.
+    all: Option<Instant>,
 }
 
-impl Default for Recovery {
-    fn default() -> Self {
-        Recovery {
-            pending_from: AtomicI64::new(NONE),
-            wake: Notify::new(),
+#[derive(Debug, Clone, Copy)]
+struct Due {
+    at: Instant,
+    only_if_gap: bool,
+}
+
+/// Handle to ask for checks.
+pub struct Recovery {
+    pending: Mutex<Pending>,
+    wake: Notify,
+    /// How long an entry waits after a gap before the store is asked.
+    reorder_window: Duration,
+}
+
+/// How a stream's check ended (the `outcome` label of `recovery_streams_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing missing.
+    UpToDate,
+    /// Missing entries were read and handed over.
+    CaughtUp,
+    /// Too far behind: sockets told to re-read history, cursor moved to the head.
+    TooFarBehind,
+    /// The stream no longer exists in the store, or no socket here follows it any more.
+    Gone,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::UpToDate => "up_to_date",
+            Outcome::CaughtUp => "caught_up",
+            Outcome::TooFarBehind => "too_far_behind",
+            Outcome::Gone => "gone",
         }
     }
 }
 
 impl Recovery {
-    /// Asks for a pass covering deliveries created at or after `from_us`.
-    pub fn request(&self, from_us: i64, reason: &'static str) {
-        tracing::debug!(from_us, reason, "recovery requested");
-        self.pending_from.fetch_min(from_us, Ordering::AcqRel);
+    pub fn new(reorder_window: Duration) -> Recovery {
+        Recovery {
+            pending: Mutex::new(Pending::default()),
+            wake: Notify::new(),
+            reorder_window,
+        }
+    }
+
+    /// An entry of `key` arrived after a gap: check once the reorder window has passed,
+    /// unless the gap has filled by then.
+    pub fn check_after_gap(&self, key: &StreamKey) {
+        self.schedule(key, self.reorder_window, true);
+    }
+
+    /// A stream's first socket here subscribed: after the reorder window, confirm that no
+    /// entry went by between reading its head and following it.
+    pub fn check_new(&self, key: &StreamKey) {
+        self.schedule(key, self.reorder_window, false);
+    }
+
+    /// Check `key` as soon as possible.
+    pub fn check_now(&self, key: &StreamKey) {
+        self.schedule(key, Duration::ZERO, false);
+    }
+
+    /// Check every stream followed here, as soon as possible.
+    pub fn check_all(&self, reason: &'static str) {
+        tracing::debug!(reason, "recovery of every stream requested");
+        self.all_due(Instant::now());
+    }
+
+    fn all_due(&self, at: Instant) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.all = Some(pending.all.map_or(at, |t| t.min(at)));
+        }
         self.wake.notify_one();
     }
 
-    fn take(&self) -> Option<i64> {
-        let from = self.pending_from.swap(NONE, Ordering::AcqRel);
-        (from != NONE).then_some(from)
+    fn schedule(&self, key: &StreamKey, delay: Duration, only_if_gap: bool) {
+        let due = Due {
+            at: Instant::now() + delay,
+            only_if_gap,
+        };
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
+        };
+        match pending.streams.entry(key.clone()) {
+            Entry::Occupied(mut slot) => {
+                let old = *slot.get();
+                slot.insert(Due {
+                    at: old.at.min(due.at),
+                    only_if_gap: old.only_if_gap && due.only_if_gap,
+                });
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(due);
+            }
+        }
+        if pending.streams.len() > MAX_PENDING {
+            pending.streams.clear();
+            pending.all = Some(due.at);
+        }
+        drop(pending);
+        self.wake.notify_one();
+    }
+
+    /// Takes the streams due by `now` (all of `followed()` if every stream is due); else
+    /// when the next one is due.
+    fn take_due(
+        &self,
+        now: Instant,
+        followed: impl FnOnce() -> Vec<StreamKey>,
+    ) -> Result<Vec<(StreamKey, bool)>, Option<Instant>> {
+        let Ok(mut pending) = self.pending.lock() else {
+            return Err(None);
+        };
+        if pending.all.is_some_and(|at| at <= now) {
+            pending.all = None;
+            pending.streams.clear();
+            return Ok(followed().into_iter().map(|k| (k, false)).collect());
+        }
+        let due: Vec<(StreamKey, bool)> = pending
+            .streams
+            .iter()
+            .filter(|(_, d)| d.at <= now)
+            .map(|(k, d)| (k.clone(), d.only_if_gap))
+            .collect();
+        if !due.is_empty() {
+            for (key, _) in &due {
+                pending.streams.remove(key);
+            }
+            return Ok(due);
+        }
+        let next = pending.streams.values().map(|d| d.at).min();
+        Err(match (next, pending.all) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 }
 
-/// Runs passes as they are requested, until `shutdown`.
+/// Runs checks as they fall due, until `shutdown`.
 pub async fn run(edge: Arc<EdgeState>, shutdown: CancellationToken) {
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = edge.recovery.wake.notified() => {}
-        }
-        let Some(requested) = edge.recovery.take() else {
-            continue;
-        };
-        match pass(&edge, requested.saturating_sub(edge.margin_us())).await {
-            Ok(replayed) => {
-                edge.metrics.recoveries.with_label_values(&["ok"]).inc();
-                if replayed > 0 {
-                    tracing::info!(replayed, "recovery replayed deliveries");
-                }
+        match edge
+            .recovery
+            .take_due(Instant::now(), || edge.hub.stream_keys())
+        {
+            Ok(due) => {
+                let keys: Vec<StreamKey> = due
+                    .into_iter()
+                    .filter(|(key, only_if_gap)| {
+                        !*only_if_gap || edge.hub.cursor(key).is_some_and(|c| c.gap)
+                    })
+                    .map(|(key, _)| key)
+                    .collect();
+                pass(&edge, &keys).await;
             }
-            Err(e) => {
-                edge.metrics.recoveries.with_label_values(&["error"]).inc();
-                tracing::warn!(error = %e, "recovery failed; retrying");
-                // The request as it came: the margin is applied once, on the next pass.
-                edge.recovery.request(requested, "retry");
+            Err(next) => {
+                let sleep = tokio::time::sleep_until(
+                    next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
+                );
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(RETRY) => {}
+                    _ = edge.recovery.wake.notified() => {}
+                    _ = sleep => {}
                 }
             }
+        }
+        if shutdown.is_cancelled() {
+            return;
         }
     }
 }
 
-/// One pass from `from_us` over the tokens with sockets here; how many socket deliveries
-/// it made. Each token replays at most `hub::RECENT` messages and read marks, oldest first:
-/// what each socket remembers for de-duplication.
-async fn pass(edge: &EdgeState, from_us: i64) -> Result<usize, StoreError> {
-    let mut replayed = 0;
-    for token in edge.hub.tokens() {
-        let messages = edge
-            .store
-            .token_messages_since(&token, from_us, RECENT)
-            .await?;
-        if messages.len() == RECENT {
-            edge.metrics.recovery_truncated.inc();
-            tracing::warn!(limit = RECENT, "recovery of one token stopped at its limit");
-        }
-        for message in messages {
-            let created_us = message.created_us;
-            replayed += edge.offer(&Delivery::QueueMessage { message }, Some(created_us));
-        }
-        for mark in edge
-            .store
-            .token_reads_since(&token, from_us, RECENT)
-            .await?
-        {
-            let delivery = Delivery::QueueRead {
-                token: mark.token,
-                key: mark.key,
-            };
-            replayed += edge.offer(&delivery, Some(mark.read_us));
+/// Checks `keys` against the store, in batches; reschedules what could not be checked.
+async fn pass(edge: &EdgeState, keys: &[StreamKey]) {
+    if keys.is_empty() {
+        return;
+    }
+    for (done, batch) in keys.chunks(MAX_HEADS).enumerate() {
+        let outcome = check_batch(edge, batch).await;
+        if let Err(e) = outcome {
+            edge.metrics.recoveries.with_label_values(&["error"]).inc();
+            tracing::warn!(error = %e, "recovery failed; retrying");
+            for key in keys.iter().skip(done * MAX_HEADS) {
+                edge.recovery.schedule(key, RETRY, false);
+            }
+            return;
         }
     }
-    edge.metrics.recovered.inc_by(replayed as u64);
-    Ok(replayed)
+    edge.metrics.recoveries.with_label_values(&["ok"]).inc();
+}
+
+async fn check_batch(edge: &EdgeState, batch: &[StreamKey]) -> Result<(), StoreError> {
+    let heads: HashMap<StreamKey, Position> =
+        edge.store.stream_heads(batch).await?.into_iter().collect();
+    for key in batch {
+        let outcome = match heads.get(key) {
+            Some(head) => catch_up(edge, key, head).await?,
+            None => Outcome::Gone,
+        };
+        edge.metrics
+            .recovery_streams
+            .with_label_values(&[outcome.label()])
+            .inc();
+    }
+    Ok(())
+}
+
+/// Brings one stream up to `head`: replays what lies between the cursor and the head, or
+/// gives up on it when that is more than the recovery limit.
+async fn catch_up(
+    edge: &EdgeState,
+    key: &StreamKey,
+    head: &Position,
+) -> Result<Outcome, StoreError> {
+    let Some(mut cursor) = edge.hub.cursor(key) else {
+        return Ok(Outcome::Gone);
+    };
+    if cursor.epoch != head.epoch {
+        tracing::info!(stream = %key, "stream has a new epoch; following it from its start");
+        edge.hub.reset_epoch(key, &head.epoch);
+        cursor.offset = 0;
+    }
+    let behind = head.offset.saturating_sub(cursor.offset);
+    if behind == 0 {
+        if cursor.gap {
+            // Parked entries beyond the head this pass read: look again shortly.
+            edge.recovery.check_after_gap(key);
+        }
+        return Ok(Outcome::UpToDate);
+    }
+    if behind > edge.config.recovery_limit {
+        let sockets = edge.hub.skip_to(key, head, close_code::RESYNC);
+        tracing::warn!(stream = %key, behind, sockets, "too far behind to replay; sockets told to resync");
+        return Ok(Outcome::TooFarBehind);
+    }
+    let mut after = cursor.offset;
+    loop {
+        let page = edge.store.read_stream(key, after, PAGE).await?;
+        let Some(last) = page.last().map(Delivery::offset) else {
+            break;
+        };
+        if page
+            .iter()
+            .any(|d| d.position.as_ref().is_none_or(|p| p.epoch != head.epoch))
+        {
+            // Reset while we read: the next check follows the new epoch.
+            edge.recovery.check_now(key);
+            break;
+        }
+        let full = page.len() == PAGE;
+        let frames = page.iter().map(|d| (d.offset(), edge.render(d)));
+        let fanout = edge.hub.replay(key, &head.epoch, frames);
+        edge.metrics.recovered.inc_by(fanout.queued as u64);
+        edge.metrics
+            .deliveries
+            .with_label_values(&["recovered"])
+            .inc_by(fanout.queued as u64);
+        after = last;
+        if !full || after >= head.offset {
+            break;
+        }
+    }
+    if edge.hub.cursor(key).is_some_and(|c| c.gap) {
+        edge.recovery.check_after_gap(key);
+    }
+    Ok(Outcome::CaughtUp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> StreamKey {
+        StreamKey::mozilla_token(name)
+    }
+
+    #[test]
+    fn requests_coalesce_and_fall_due_in_time() {
+        let recovery = Recovery::new(Duration::from_millis(100));
+        let none = Vec::new;
+        let before = Instant::now();
+        recovery.check_after_gap(&key("a"));
+        recovery.check_new(&key("a"));
+        let now = Instant::now();
+        let next = recovery.take_due(now, none).unwrap_err().unwrap();
+        assert!(next >= before + Duration::from_millis(100) && next > now);
+        recovery.check_now(&key("b"));
+        assert_eq!(
+            recovery.take_due(Instant::now(), none).unwrap(),
+            [(key("b"), false)]
+        );
+        let later = next;
+        assert_eq!(
+            recovery.take_due(later, none).unwrap(),
+            [(key("a"), false)],
+            "one check; it may not be skipped, as one request could not"
+        );
+        assert_eq!(recovery.take_due(later, none).unwrap_err(), None);
+    }
+
+    #[test]
+    fn check_all_takes_every_followed_stream() {
+        let recovery = Recovery::new(Duration::from_millis(100));
+        recovery.check_after_gap(&key("a"));
+        recovery.check_all("test");
+        let due = recovery
+            .take_due(Instant::now(), || vec![key("a"), key("b")])
+            .unwrap();
+        assert_eq!(due, [(key("a"), false), (key("b"), false)]);
+        assert_eq!(
+            recovery.take_due(Instant::now(), Vec::new).unwrap_err(),
+            None,
+            "the per-stream request was folded in"
+        );
+    }
+
+    #[test]
+    fn too_many_pending_streams_become_one_check_of_all() {
+        let recovery = Recovery::new(Duration::ZERO);
+        for i in 0..=MAX_PENDING {
+            recovery.check_now(&key(&i.to_string()));
+        }
+        let due = recovery
+            .take_due(Instant::now(), || vec![key("only")])
+            .unwrap();
+        assert_eq!(due, [(key("only"), false)]);
+    }
 }

@@ -6,9 +6,11 @@
 //! number (`common::wire`), so per router this edge notices: a new epoch (the router
 //! restarted, or first contact), a gap in the sequence (PUB queue overflow, reconnect
 //! window), a heartbeat ahead of the last sequence seen (trailing loss), and silence
-//! (no envelope for `router_silence_ms`: the router died with envelopes in flight). Each of
-//! these asks the recovery worker to re-read the store from the last moment this stream
-//! was known to be whole.
+//! (no envelope for `router_silence_ms`: the router died or stopped with envelopes in
+//! flight). The router link does not say which streams lost what, so each of these asks
+//! the recovery worker to check every stream here against the store by position; during a
+//! silence it asks again every period, so deliveries go on (from the store) while a router
+//! is stuck.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,10 +53,6 @@ pub struct StreamState {
     pub last_seq: u64,
     /// Local time (µs) the last envelope arrived: liveness.
     pub last_heard_us: i64,
-    /// Publish time (µs, the sender's clock) of the last envelope that arrived: everything
-    /// published up to about here reached this edge. Recovery starts from it, minus
-    /// `recovery_margin_ms` for envelopes that travelled late and for clock skew.
-    pub whole_until_us: i64,
     /// True after a silence was reported, until the next envelope.
     pub silent: bool,
 }
@@ -66,15 +64,12 @@ impl StreamState {
             epoch: None,
             last_seq: 0,
             last_heard_us: since_us,
-            whole_until_us: since_us,
             silent: false,
         }
     }
 
-    /// Accounts for one envelope; returns the anomaly it reveals, with the time from which
-    /// deliveries may have been lost.
-    pub fn observe(&mut self, header: &Header, now_us: i64) -> Option<(Anomaly, i64)> {
-        let from = self.whole_until_us;
+    /// Accounts for one envelope; returns the anomaly it reveals.
+    pub fn observe(&mut self, header: &Header, now_us: i64) -> Option<Anomaly> {
         let anomaly = match self.epoch {
             None => Some(Anomaly::FirstContact),
             Some(epoch) if epoch != header.epoch => Some(Anomaly::NewEpoch),
@@ -92,23 +87,14 @@ impl StreamState {
         self.epoch = Some(header.epoch);
         self.last_seq = self.last_seq.max(header.seq);
         self.last_heard_us = now_us;
-        // A sender's clock ahead of ours must not move the recovery point past now.
-        self.whole_until_us = if header.origin_us > 0 {
-            header.origin_us.min(now_us)
-        } else {
-            now_us
-        };
         self.silent = false;
-        anomaly.map(|a| (a, from))
+        anomaly
     }
 
-    /// Called when nothing arrived for the silence bound: reports once per silence.
-    pub fn silence(&mut self) -> Option<(Anomaly, i64)> {
-        if self.silent {
-            return None;
-        }
-        self.silent = true;
-        Some((Anomaly::Silence, self.whole_until_us))
+    /// Called each time nothing arrived for the silence bound; true for the first period
+    /// of a silence (the one worth a warning).
+    pub fn silence(&mut self) -> bool {
+        !std::mem::replace(&mut self.silent, true)
     }
 
     /// Heard from recently enough to be trusted.
@@ -155,11 +141,10 @@ pub async fn run(edge: Arc<EdgeState>, view: Arc<RouterView>, shutdown: Cancella
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(_) => {
-                    let silence = view.state.lock().ok().and_then(|mut s| s.silence());
-                    if let Some((anomaly, from)) = silence {
-                        tracing::warn!(router = %view.endpoint, "router silent; recovering from the store");
-                        edge.report(anomaly, from);
+                    if view.state.lock().is_ok_and(|mut s| s.silence()) {
+                        tracing::warn!(router = %view.endpoint, "router silent; checking streams against the store");
                     }
+                    edge.report(Anomaly::Silence);
                     // zmq.rs backs its own reconnects off up to 30 s; after a long silence
                     // a fresh socket (our backoff, at most 2 s) gets the stream back sooner.
                     quiet_timeouts += 1;
@@ -215,11 +200,11 @@ fn handle(edge: &EdgeState, view: &RouterView, envelope: Envelope) {
         .router_envelopes
         .with_label_values(&[envelope.header.kind.label()])
         .inc();
-    if let Some((anomaly, from)) = anomaly {
+    if let Some(anomaly) = anomaly {
         if anomaly != Anomaly::FirstContact {
-            tracing::warn!(router = %view.endpoint, anomaly = anomaly.label(), "possible loss; recovering from the store");
+            tracing::warn!(router = %view.endpoint, anomaly = anomaly.label(), "possible loss; checking streams against the store");
         }
-        edge.report(anomaly, from);
+        edge.report(anomaly);
     }
     match envelope.header.kind {
         Kind::Heartbeat => {}
@@ -231,7 +216,12 @@ fn handle(edge: &EdgeState, view: &RouterView, envelope: Envelope) {
             }
         },
         Kind::Recover => match envelope.recover_request() {
-            Ok(request) => edge.recovery.request(request.from_us, "requested"),
+            Ok(request) if request.streams.is_empty() => edge.recovery.check_all("recover"),
+            Ok(request) => request
+                .streams
+                .iter()
+                .filter(|key| edge.hub.follows(key))
+                .for_each(|key| edge.recovery.check_now(key)),
             Err(_) => edge.metrics.invalid_envelopes.inc(),
         },
     }
@@ -255,7 +245,7 @@ mod tests {
         let mut s = StreamState::new(10);
         assert_eq!(
             s.observe(&header(Kind::Heartbeat, 7, 0), 20),
-            Some((Anomaly::FirstContact, 10))
+            Some(Anomaly::FirstContact)
         );
         assert_eq!(s.observe(&header(Kind::Deliver, 7, 1), 30), None);
         assert_eq!(s.observe(&header(Kind::Deliver, 7, 2), 40), None);
@@ -265,16 +255,16 @@ mod tests {
     }
 
     #[test]
-    fn gaps_and_trailing_losses_report_from_the_last_good_moment() {
+    fn gaps_and_trailing_losses_are_reported() {
         let mut s = StreamState::new(0);
         s.observe(&header(Kind::Deliver, 7, 1), 10);
         assert_eq!(
             s.observe(&header(Kind::Deliver, 7, 4), 20),
-            Some((Anomaly::Gap, 10))
+            Some(Anomaly::Gap)
         );
         assert_eq!(
             s.observe(&header(Kind::Heartbeat, 7, 6), 30),
-            Some((Anomaly::Gap, 20))
+            Some(Anomaly::Gap)
         );
         assert_eq!(s.observe(&header(Kind::Deliver, 7, 7), 40), None);
     }
@@ -286,45 +276,20 @@ mod tests {
         s.observe(&header(Kind::Deliver, 7, 2), 20);
         assert_eq!(
             s.observe(&header(Kind::Deliver, 9, 1), 90),
-            Some((Anomaly::NewEpoch, 20))
+            Some(Anomaly::NewEpoch)
         );
         assert_eq!(s.observe(&header(Kind::Deliver, 9, 2), 95), None);
     }
 
     #[test]
-    fn recovery_starts_from_the_last_envelopes_publish_time() {
-        let mut s = StreamState::new(0);
-        let late = Header {
-            origin_us: 40,
-            ..header(Kind::Deliver, 7, 1)
-        };
-        s.observe(&late, 100);
-        let gap = s.observe(&header(Kind::Deliver, 7, 3), 110);
-        assert_eq!(
-            gap,
-            Some((Anomaly::Gap, 40)),
-            "the publish time, not the arrival time"
-        );
-        let ahead = Header {
-            origin_us: 500,
-            ..header(Kind::Deliver, 7, 4)
-        };
-        s.observe(&ahead, 120);
-        assert_eq!(
-            s.silence(),
-            Some((Anomaly::Silence, 120)),
-            "a clock ahead is clamped"
-        );
-    }
-
-    #[test]
-    fn silence_is_reported_once_per_episode() {
+    fn a_silence_is_new_once_until_the_router_is_heard_again() {
         let mut s = StreamState::new(0);
         s.observe(&header(Kind::Heartbeat, 7, 0), 10);
-        assert_eq!(s.silence(), Some((Anomaly::Silence, 10)));
-        assert_eq!(s.silence(), None);
+        assert!(s.silence());
+        assert!(!s.silence(), "the same silence goes on");
         assert!(!s.is_live(11, 100));
         assert_eq!(s.observe(&header(Kind::Heartbeat, 7, 0), 500), None);
-        assert_eq!(s.silence(), Some((Anomaly::Silence, 500)));
+        assert!(s.is_live(500, 100));
+        assert!(s.silence(), "a new silence");
     }
 }

@@ -1,7 +1,8 @@
 //! In-process tests of `herald-websockets` on 127.0.0.1 port 0 with a real SQLite file and
 //! real WebSocket clients. The test plays the router with its own ZeroMQ PUB socket, so it
-//! can stamp any epoch and sequence number: that is how gaps, restarts and silences are
-//! produced on purpose and the edge's recovery from the store (and its re-subscription
+//! can stamp any epoch and sequence number and send any stream entry in any order: that is
+//! how router gaps, restarts and silences, lost and reordered entries are produced on
+//! purpose and the edge's recovery from the store by position (and its re-subscription
 //! after a long silence) is checked.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -13,6 +14,7 @@ use common::clock::now_us;
 use common::config::Config;
 use common::message::{Delivery, QueueBody, QueueMessage};
 use common::store::Store;
+use common::stream::StreamKey;
 use common::testing::{free_endpoint, loopback_config, metric_value};
 use common::token::{mozilla_token_id, new_message_key, new_mozilla_token, new_queue_id};
 use common::wire::{Envelope, Header, Kind};
@@ -126,23 +128,34 @@ impl Rig {
         (token, id, queue)
     }
 
-    /// A message stored for (token id, queue) but not published.
-    async fn stored_message(&self, id: &str, queue: &str, title: &str) -> QueueMessage {
+    /// A message stored for (token id, queue) but not published: its delivery.
+    async fn stored(&self, id: &str, queue: &str, title: &str) -> Delivery {
+        self.stored_body(
+            id,
+            queue,
+            QueueBody {
+                title: Some(title.into()),
+                ..QueueBody::default()
+            },
+        )
+        .await
+    }
+
+    async fn stored_body(&self, id: &str, queue: &str, body: QueueBody) -> Delivery {
         let message = QueueMessage {
             key: new_message_key(),
             queue: queue.into(),
             token: id.into(),
             created_us: now_us(),
-            body: QueueBody {
-                title: Some(title.into()),
-                ..QueueBody::default()
-            },
+            body,
         };
-        let created_us = self.store.add_queue_message(&message).await.unwrap();
-        QueueMessage {
-            created_us: created_us.expect("the queue exists"),
+        let appended = self.store.add_queue_message(&message).await.unwrap();
+        let appended = appended.expect("the queue exists");
+        let message = QueueMessage {
+            created_us: appended.created_us,
             ..message
-        }
+        };
+        Delivery::queue_message(message, appended.position)
     }
 
     async fn connect(&self, token: &str) -> Client {
@@ -201,6 +214,25 @@ async fn eventually(what: &str, mut probe: impl FnMut() -> bool) {
     }
 }
 
+/// The message key a delivery carries.
+fn key_of(delivery: &Delivery) -> String {
+    let common::message::Event::QueueMessage { message } = &delivery.event;
+    message.key.clone()
+}
+
+/// The next `n` frames' message keys, in arrival order.
+async fn next_keys(ws: &mut Client, n: usize) -> Vec<String> {
+    let mut keys = Vec::new();
+    for _ in 0..n {
+        keys.push(next_json(ws).await["key"].as_str().unwrap().to_owned());
+    }
+    keys
+}
+
+fn keys_of(deliveries: &[&Delivery]) -> Vec<String> {
+    deliveries.iter().map(|d| key_of(d)).collect()
+}
+
 #[tokio::test]
 async fn delivers_live_envelopes_to_the_tokens_sockets_only() {
     let mut rig = Rig::start(|_| {}).await;
@@ -208,101 +240,136 @@ async fn delivers_live_envelopes_to_the_tokens_sockets_only() {
     let (other, other_id, other_queue) = rig.token().await;
     let mut mine = rig.connect(&token).await;
     let mut theirs = rig.connect(&other).await;
-    let message = rig.stored_message(&id, &queue, "live").await;
-    rig.deliver(&Delivery::QueueMessage {
-        message: message.clone(),
-    })
-    .await;
+    let message = rig.stored(&id, &queue, "live").await;
+    rig.deliver(&message).await;
     let frame = next_json(&mut mine).await;
-    assert_eq!(frame["key"], message.key.as_str());
+    assert_eq!(frame["key"], key_of(&message));
     assert_eq!(frame["body"]["title"], "live");
     assert_eq!(
         frame["queue"],
         format!("http://127.0.0.1:5001/queue/{queue}/")
     );
-    rig.deliver(&Delivery::QueueRead {
-        token: id.clone(),
-        key: message.key.clone(),
-    })
-    .await;
-    assert_eq!(
-        next_json(&mut mine).await,
-        serde_json::json!({"read": message.key})
-    );
+    let mark = rig
+        .stored_body(&id, &queue, QueueBody::read_mark(&key_of(&message)))
+        .await;
+    rig.deliver(&mark).await;
+    let frame = next_json(&mut mine).await;
+    assert_eq!(frame["key"], key_of(&mark));
+    assert_eq!(frame["body"], serde_json::json!({"read": key_of(&message)}));
     // The other token's socket got none of that: the first thing it sees is its own message.
-    let own = rig.stored_message(&other_id, &other_queue, "theirs").await;
-    rig.deliver(&Delivery::QueueMessage {
-        message: own.clone(),
-    })
-    .await;
-    assert_eq!(next_json(&mut theirs).await["key"], own.key.as_str());
+    let own = rig.stored(&other_id, &other_queue, "theirs").await;
+    rig.deliver(&own).await;
+    assert_eq!(next_json(&mut theirs).await["key"], key_of(&own));
     rig.stop().await;
 }
 
 #[tokio::test]
-async fn a_sequence_gap_replays_missed_messages_from_the_store_once() {
+async fn a_router_gap_replays_what_was_missed_in_order_once() {
     let mut rig = Rig::start(|_| {}).await;
     let (token, id, queue) = rig.token().await;
     let mut socket = rig.connect(&token).await;
-    let first = rig.stored_message(&id, &queue, "first").await;
-    rig.deliver(&Delivery::QueueMessage {
-        message: first.clone(),
-    })
-    .await;
-    assert_eq!(next_json(&mut socket).await["key"], first.key.as_str());
+    let first = rig.stored(&id, &queue, "first").await;
+    rig.deliver(&first).await;
+    assert_eq!(next_json(&mut socket).await["key"], key_of(&first));
 
     // Two envelopes "lost" on the way: stored, never published; the next one skips ahead.
-    let lost_a = rig.stored_message(&id, &queue, "lost a").await;
-    let lost_b = rig.stored_message(&id, &queue, "lost b").await;
-    let after = rig.stored_message(&id, &queue, "after").await;
+    let lost_a = rig.stored(&id, &queue, "lost a").await;
+    let lost_b = rig.stored(&id, &queue, "lost b").await;
+    let after = rig.stored(&id, &queue, "after").await;
     rig.seq += 2;
-    rig.deliver(&Delivery::QueueMessage {
-        message: after.clone(),
-    })
-    .await;
-    let mut keys = Vec::new();
-    for _ in 0..3 {
-        keys.push(
-            next_json(&mut socket).await["key"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
-    keys.sort();
-    let mut expected = vec![lost_a.key, lost_b.key, after.key];
-    expected.sort();
+    rig.deliver(&after).await;
     assert_eq!(
-        keys, expected,
-        "each missed message once, the live one once, `first` not again"
+        next_keys(&mut socket, 3).await,
+        keys_of(&[&lost_a, &lost_b, &after]),
+        "the missed messages, then the live one, in stream order; `first` not again"
     );
+    // The lost envelopes turn up late after all: already delivered, dropped.
+    rig.deliver(&lost_a).await;
+    let next = rig.stored(&id, &queue, "next").await;
+    rig.deliver(&next).await;
+    assert_eq!(next_json(&mut socket).await["key"], key_of(&next));
     assert!(rig.metric("herald_websockets_router_anomalies_total{reason=\"gap\"}") >= 1.0);
+    assert!(rig.metric("herald_websockets_live_entries_total{outcome=\"duplicate\"}") >= 1.0);
+    assert!(rig.metric("herald_websockets_recovery_streams_total{outcome=\"caught_up\"}") >= 1.0);
+    rig.stop().await;
+}
+
+/// Entries of one stream that arrive out of order (two API processes racing) are held
+/// until the gap fills and handed over in order, without asking the store.
+#[tokio::test]
+async fn reordered_entries_are_delivered_in_stream_order() {
+    let mut rig = Rig::start(|c| c.websockets.reorder_window_ms = 5_000).await;
+    let (token, id, queue) = rig.token().await;
+    let mut socket = rig.connect(&token).await;
+    let one = rig.stored(&id, &queue, "one").await;
+    let two = rig.stored(&id, &queue, "two").await;
+    let three = rig.stored(&id, &queue, "three").await;
+    rig.deliver(&three).await;
+    rig.deliver(&two).await;
+    rig.deliver(&one).await;
+    assert_eq!(
+        next_keys(&mut socket, 3).await,
+        keys_of(&[&one, &two, &three])
+    );
+    assert_eq!(
+        rig.metric("herald_websockets_recovered_deliveries_total"),
+        0.0,
+        "nothing was read from the store"
+    );
+    rig.stop().await;
+}
+
+/// An entry lost on its own — no router gap shows it, only the stream's next offset does —
+/// is read from the store once the reorder window has passed.
+#[tokio::test]
+async fn a_stream_gap_alone_is_read_from_the_store_after_the_reorder_window() {
+    let mut rig = Rig::start(|c| c.websockets.reorder_window_ms = 50).await;
+    let (token, id, queue) = rig.token().await;
+    let mut socket = rig.connect(&token).await;
+    let lost = rig.stored(&id, &queue, "lost").await;
+    let next = rig.stored(&id, &queue, "next").await;
+    rig.deliver(&next).await;
+    assert_eq!(next_keys(&mut socket, 2).await, keys_of(&[&lost, &next]));
+    assert!(rig.metric("herald_websockets_live_entries_total{outcome=\"parked\"}") >= 1.0);
     rig.stop().await;
 }
 
 #[tokio::test]
-async fn a_new_epoch_or_a_recover_request_replays_too() {
+async fn a_new_router_epoch_or_a_recover_request_replays_too() {
     let mut rig = Rig::start(|_| {}).await;
     let (token, id, queue) = rig.token().await;
     let mut socket = rig.connect(&token).await;
 
-    let during_restart = rig.stored_message(&id, &queue, "during restart").await;
+    let during_restart = rig.stored(&id, &queue, "during restart").await;
     rig.epoch = 8;
     rig.seq = 0;
     rig.heartbeat().await;
-    assert_eq!(
-        next_json(&mut socket).await["key"],
-        during_restart.key.as_str()
-    );
+    assert_eq!(next_json(&mut socket).await["key"], key_of(&during_restart));
 
-    let dropped_by_api = rig.stored_message(&id, &queue, "dropped by an API").await;
+    let dropped_by_api = rig.stored(&id, &queue, "dropped by an API").await;
     rig.seq += 1;
-    let recover = Envelope::recover(dropped_by_api.created_us, 0);
+    let recover = Envelope::recover(vec![StreamKey::mozilla_token(&id)], 0);
     let seq = rig.seq;
     rig.send(Kind::Recover, seq, recover).await;
-    assert_eq!(
-        next_json(&mut socket).await["key"],
-        dropped_by_api.key.as_str()
+    assert_eq!(next_json(&mut socket).await["key"], key_of(&dropped_by_api));
+    rig.stop().await;
+}
+
+/// More missed than `recovery_limit`: no replay; the socket is told to re-read history.
+#[tokio::test]
+async fn a_stream_too_far_behind_is_told_to_resync() {
+    let mut rig = Rig::start(|c| c.websockets.recovery_limit = 5).await;
+    let (token, id, queue) = rig.token().await;
+    let mut socket = rig.connect(&token).await;
+    let mut last = None;
+    for i in 0..8 {
+        last = Some(rig.stored(&id, &queue, &format!("m{i}")).await);
+    }
+    rig.seq += 7;
+    rig.deliver(&last.unwrap()).await;
+    assert_eq!(close_code(&mut socket).await, Some(4010));
+    assert!(
+        rig.metric("herald_websockets_recovery_streams_total{outcome=\"too_far_behind\"}") >= 1.0
     );
     rig.stop().await;
 }
@@ -316,14 +383,23 @@ async fn a_silent_router_triggers_recovery_and_unhealthy_status() {
     .await;
     let (token, id, queue) = rig.token().await;
     let mut socket = rig.connect(&token).await;
+    // The check of a newly followed stream is done (it would find the message below too).
+    eventually("the new stream's check", || {
+        rig.metric("herald_websockets_recovery_streams_total{outcome=\"up_to_date\"}") >= 1.0
+    })
+    .await;
     rig.heartbeat().await;
     // The router "dies" after having sent something nobody received.
-    let lost = rig.stored_message(&id, &queue, "in flight at death").await;
-    assert_eq!(next_json(&mut socket).await["key"], lost.key.as_str());
+    let lost = rig.stored(&id, &queue, "in flight at death").await;
+    assert_eq!(next_json(&mut socket).await["key"], key_of(&lost));
+    assert!(rig.metric("herald_websockets_router_anomalies_total{reason=\"silence\"}") >= 1.0);
     let health = reqwest::get(format!("{}/health", rig.url.replace("ws://", "http://")))
         .await
         .unwrap();
     assert_eq!(health.status(), 503, "no live router stream");
+    // While the router stays silent, the edge keeps reading the store every period.
+    let meanwhile = rig.stored(&id, &queue, "published while silent").await;
+    assert_eq!(next_json(&mut socket).await["key"], key_of(&meanwhile));
 
     // Three silent periods in a row: the edge replaces its SUB socket (zmq.rs alone backs
     // its reconnects off up to 30 s), and the stream comes back on the fresh one.
@@ -336,12 +412,9 @@ async fn a_silent_router_triggers_recovery_and_unhealthy_status() {
         s.is_live(now_us(), silence_us)
     })
     .await;
-    let live = rig.stored_message(&id, &queue, "after the silence").await;
-    rig.deliver(&Delivery::QueueMessage {
-        message: live.clone(),
-    })
-    .await;
-    assert_eq!(next_json(&mut socket).await["key"], live.key.as_str());
+    let live = rig.stored(&id, &queue, "after the silence").await;
+    rig.deliver(&live).await;
+    assert_eq!(next_json(&mut socket).await["key"], key_of(&live));
     rig.stop().await;
 }
 
@@ -434,18 +507,12 @@ async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
             start.elapsed() < DEADLINE,
             "the stalled socket was never closed"
         );
-        let message = QueueMessage {
-            key: new_message_key(),
-            queue: queue.clone(),
-            token: id.clone(),
-            created_us: now_us(),
-            body: QueueBody {
-                body: Some(big.clone()),
-                ..QueueBody::default()
-            },
+        let body = QueueBody {
+            body: Some(big.clone()),
+            ..QueueBody::default()
         };
-        rig.deliver(&Delivery::QueueMessage { message }).await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        let delivery = rig.stored_body(&id, &queue, body).await;
+        rig.deliver(&delivery).await;
     }
     eventually("the socket unregistered", || rig.edge.hub.is_empty()).await;
     rig.stop().await;

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use super::{After, NodeHeartbeat, NodeStatus, QueueScope, Store};
-use crate::message::{QueueBody, QueueMessage};
+use crate::message::{Delivery, Event, QueueBody, QueueMessage};
+use crate::stream::StreamKey;
 
 /// Runs every check against `store` (which must be empty).
 pub async fn run_all(store: Arc<dyn Store>) {
@@ -12,9 +13,11 @@ pub async fn run_all(store: Arc<dyn Store>) {
     tokens_and_queues(&*store).await;
     read_timestamps_only_move_forward(&*store).await;
     messages_list_in_order_and_page(&*store).await;
+    token_streams_number_messages_densely(&*store).await;
     replace_id_keeps_only_the_latest(&*store).await;
-    read_marks(&*store).await;
+    every_field_and_read_marks_round_trip(&*store).await;
     deleting_a_queue_deletes_its_messages(&*store).await;
+    concurrent_appends_get_unique_dense_offsets(store.clone()).await;
     edge_registry(&*store).await;
 }
 
@@ -35,12 +38,23 @@ fn message(
             body: None,
             action_url: Some("http://example.com/a".into()),
             replace_id: replace.map(Into::into),
+            ..QueueBody::default()
         },
     }
 }
 
 fn keys(messages: &[QueueMessage]) -> Vec<&str> {
     messages.iter().map(|m| m.key.as_str()).collect()
+}
+
+/// (offset, message key) of each replayed delivery.
+fn replayed(deliveries: &[Delivery]) -> Vec<(u64, &str)> {
+    deliveries
+        .iter()
+        .map(|d| match &d.event {
+            Event::QueueMessage { message } => (d.offset(), message.key.as_str()),
+        })
+        .collect()
 }
 
 async fn tokens_and_queues(store: &dyn Store) {
@@ -139,14 +153,19 @@ async fn messages_list_in_order_and_page(store: &dyn Store) {
         .unwrap();
     // Creation times are made commit-ordered and unique: a message that asks for a time
     // not after the latest stored one gets one microsecond after it.
-    for (m, assigned) in [
+    for (offset, (m, assigned)) in [
         (message("t-m", "m-q2", "k1", 100, None), 100),
         (message("t-m", "m-q1", "k2a", 200, None), 200),
         (message("t-m", "m-q1", "k2b", 200, None), 201),
         (message("t-m", "m-q1", "k3", 300, None), 300),
         (message("t-m", "m-q1", "k4", 150, None), 301),
-    ] {
-        assert_eq!(store.add_queue_message(&m).await.unwrap(), Some(assigned));
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let appended = store.add_queue_message(&m).await.unwrap().unwrap();
+        assert_eq!(appended.created_us, assigned);
+        assert_eq!(appended.position.offset, offset as u64 + 1, "dense offsets");
     }
     let gone = message("t-m", "no-such-queue", "k9", 1, None);
     assert_eq!(
@@ -205,36 +224,63 @@ async fn messages_list_in_order_and_page(store: &dyn Store) {
         .await
         .unwrap();
     assert!(elsewhere.is_none());
+}
 
-    let since = store.token_messages_since("t-m", 200, 10).await.unwrap();
+async fn token_streams_number_messages_densely(store: &dyn Store) {
+    let stream = StreamKey::mozilla_token("t-m");
+    let nobody = StreamKey::mozilla_token("t-nobody");
+    let heads = store
+        .stream_heads(&[stream.clone(), nobody.clone()])
+        .await
+        .unwrap();
+    assert_eq!(heads.len(), 1, "unknown streams are left out: {heads:?}");
+    let (key, head) = &heads[0];
+    assert_eq!((key, head.offset), (&stream, 5));
+    assert!(!head.epoch.is_empty());
+
+    let all = store.read_stream(&stream, 0, 10).await.unwrap();
     assert_eq!(
-        keys(&since),
-        ["k2a", "k2b", "k3", "k4"],
-        "from a time, inclusive"
+        replayed(&all),
+        [(1, "k1"), (2, "k2a"), (3, "k2b"), (4, "k3"), (5, "k4")]
     );
-    let capped = store.token_messages_since("t-m", 0, 2).await.unwrap();
-    assert_eq!(keys(&capped), ["k1", "k2a"], "oldest first, limited");
     assert!(
-        store
-            .token_messages_since("t-x", 0, 10)
-            .await
-            .unwrap()
-            .is_empty()
+        all.iter()
+            .all(|d| d.stream == stream
+                && d.position.as_ref().is_some_and(|p| p.epoch == head.epoch))
     );
+    let page = store.read_stream(&stream, 2, 2).await.unwrap();
+    assert_eq!(
+        replayed(&page),
+        [(3, "k2b"), (4, "k3")],
+        "strictly after, limited"
+    );
+    assert!(store.read_stream(&stream, 5, 10).await.unwrap().is_empty());
+    assert!(store.read_stream(&nobody, 0, 10).await.unwrap().is_empty());
+    let foreign = StreamKey::from("zz/unknown-kind".to_owned());
+    assert!(store.read_stream(&foreign, 0, 10).await.unwrap().is_empty());
+    assert!(store.stream_heads(&[]).await.unwrap().is_empty());
 }
 
 async fn replace_id_keeps_only_the_latest(store: &dyn Store) {
     store.create_token("t-r", "own-r", 1).await.unwrap();
     store.create_queue("t-r", "r.com", "r-q1", 1).await.unwrap();
     store.create_queue("t-r", "s.com", "r-q2", 1).await.unwrap();
-    for m in [
+    for (offset, m) in [
         message("t-r", "r-q1", "r1", 10, Some("score")),
         message("t-r", "r-q1", "r2", 20, None),
         message("t-r", "r-q1", "r3", 30, Some("score")),
         message("t-r", "r-q2", "r4", 40, Some("score")),
         message("t-r", "r-q1", "r5", 50, Some("other")),
-    ] {
-        assert!(store.add_queue_message(&m).await.unwrap().is_some());
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let appended = store.add_queue_message(&m).await.unwrap().unwrap();
+        assert_eq!(
+            appended.position.offset,
+            offset as u64 + 1,
+            "each token's stream counts from 1"
+        );
     }
     let listed = store
         .list_queue_messages(QueueScope::Token("t-r"), &After::Start, 10)
@@ -253,51 +299,44 @@ async fn replace_id_keeps_only_the_latest(store: &dyn Store) {
     );
 }
 
-async fn read_marks(store: &dyn Store) {
-    let scope = QueueScope::Token("t-m");
-    let marked = store
-        .mark_queue_message_read(scope, "k2a", 1_000)
+async fn every_field_and_read_marks_round_trip(store: &dyn Store) {
+    store.create_token("t-f", "own-f", 1).await.unwrap();
+    let full = QueueMessage {
+        key: "f1".into(),
+        queue: "own-f".into(),
+        token: "t-f".into(),
+        created_us: 10,
+        body: QueueBody {
+            title: Some("t".into()),
+            body: Some("b".into()),
+            action_url: Some("https://a.example/".into()),
+            icon_url: Some("https://a.example/i.png".into()),
+            replace_id: Some("r".into()),
+            read: None,
+        },
+    };
+    let mark = QueueMessage {
+        key: "f2".into(),
+        created_us: 20,
+        body: QueueBody::read_mark("f1"),
+        ..full.clone()
+    };
+    for m in [&full, &mark] {
+        store.add_queue_message(m).await.unwrap().unwrap();
+    }
+    let scope = QueueScope::Token("t-f");
+    let listed = store
+        .list_queue_messages(scope, &After::Start, 10)
         .await
         .unwrap();
-    assert_eq!(marked.map(|m| m.key), Some("k2a".into()));
-    store
-        .mark_queue_message_read(scope, "k2a", 2_000)
+    assert_eq!(listed, [full, mark.clone()]);
+    let replay = store
+        .read_stream(&StreamKey::mozilla_token("t-f"), 1, 10)
         .await
         .unwrap();
-    assert!(
-        store
-            .mark_queue_message_read(scope, "r2", 3_000)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        store
-            .mark_queue_message_read(scope, "nope", 3_000)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    let reads = store.token_reads_since("t-m", 500, 10).await.unwrap();
-    assert_eq!(reads.len(), 1);
     assert_eq!(
-        (reads[0].key.as_str(), reads[0].read_us),
-        ("k2a", 1_000),
-        "first read wins"
-    );
-    assert!(
-        store
-            .token_reads_since("t-m", 1_001, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        store
-            .token_reads_since("t-r", 0, 10)
-            .await
-            .unwrap()
-            .is_empty()
+        replay.into_iter().map(|d| d.event).collect::<Vec<_>>(),
+        [Event::QueueMessage { message: mark }]
     );
 }
 
@@ -308,16 +347,54 @@ async fn deleting_a_queue_deletes_its_messages(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(keys(&left), ["k1"]);
+    let stream = StreamKey::mozilla_token("t-m");
+    let replay = store.read_stream(&stream, 0, 10).await.unwrap();
+    assert_eq!(
+        replayed(&replay),
+        [(1, "k1")],
+        "deleted entries leave holes"
+    );
+    let heads = store.stream_heads(std::slice::from_ref(&stream)).await;
+    assert_eq!(heads.unwrap()[0].1.offset, 5, "the head does not move back");
+    let next = message("t-m", "m-q2", "k5", 1, None);
+    let appended = store.add_queue_message(&next).await.unwrap().unwrap();
+    assert_eq!(appended.position.offset, 6, "offsets are never reused");
+    assert!(appended.created_us > 301, "nor are creation times");
 
     store.delete_token("t-m").await.unwrap();
     assert!(!store.token_exists("t-m").await.unwrap());
     assert!(store.queue("own-m").await.unwrap().is_none());
+    assert!(store.read_stream(&stream, 0, 10).await.unwrap().is_empty());
+    assert!(store.stream_heads(&[stream]).await.unwrap().is_empty());
+}
+
+/// Many writers appending to one stream at once (as several API processes do) get every
+/// offset exactly once, with no gap.
+async fn concurrent_appends_get_unique_dense_offsets(store: Arc<dyn Store>) {
+    store.create_token("t-c", "own-c", 1).await.unwrap();
+    let writers: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let m = message("t-c", "own-c", &format!("c{i}"), 5, None);
+                store.add_queue_message(&m).await.unwrap().unwrap()
+            })
+        })
+        .collect();
+    let mut appended = Vec::new();
+    for writer in writers {
+        appended.push(writer.await.unwrap());
+    }
+    let mut offsets: Vec<u64> = appended.iter().map(|a| a.position.offset).collect();
+    offsets.sort_unstable();
+    assert_eq!(offsets, (1..=40).collect::<Vec<u64>>());
+    let mut by_offset = appended.clone();
+    by_offset.sort_by_key(|a| a.position.offset);
     assert!(
-        store
-            .token_messages_since("t-m", 0, 10)
-            .await
-            .unwrap()
-            .is_empty()
+        by_offset
+            .windows(2)
+            .all(|w| w[0].created_us < w[1].created_us),
+        "creation times follow offsets"
     );
 }
 

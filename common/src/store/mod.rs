@@ -9,7 +9,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::config::{StoreBackend, StoreConfig};
-use crate::message::QueueMessage;
+use crate::message::{Delivery, QueueMessage};
+use crate::stream::{Position, StreamKey};
 use crate::token::TokenId;
 
 #[cfg(test)]
@@ -62,12 +63,11 @@ pub enum After {
     },
 }
 
-/// A "message was read" event, replayed to sockets by recovery.
+/// Where an appended message landed: its creation time and its stream position.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadMark {
-    pub token: TokenId,
-    pub key: String,
-    pub read_us: i64,
+pub struct Appended {
+    pub created_us: i64,
+    pub position: Position,
 }
 
 /// Whether an edge accepts new sockets.
@@ -130,10 +130,10 @@ pub trait Store: Send + Sync + 'static {
 
     // --- Mozilla tokens and queues (SPEC §3) ---
 
-    /// Registers a token and its own queue.
+    /// Registers a token, its own queue and its stream (a new epoch at offset 0).
     async fn create_token(&self, token: &str, own_queue: &str, now_us: i64) -> StoreResult<()>;
     async fn token_exists(&self, token: &str) -> StoreResult<bool>;
-    /// Deletes a token with its queues and messages (the monitor's own, on shutdown).
+    /// Deletes a token with its queues, messages and stream (the monitor's own, on shutdown).
     async fn delete_token(&self, token: &str) -> StoreResult<()>;
     /// The token's queue for `domain`, created with `new_id` if it has none yet;
     /// `None` when the token does not exist.
@@ -147,7 +147,8 @@ pub trait Store: Send + Sync + 'static {
     async fn queue(&self, id: &str) -> StoreResult<Option<Queue>>;
     /// The token's domain queues (not its own queue), by domain.
     async fn domain_queues(&self, token: &str) -> StoreResult<Vec<Queue>>;
-    /// Deletes a domain queue and its messages; false unless `token` owns it.
+    /// Deletes a domain queue and its messages; false unless `token` owns it. The token's
+    /// stream keeps its offsets: the deleted messages leave holes a reader skips.
     async fn delete_queue(&self, token: &str, id: &str) -> StoreResult<bool>;
     /// Moves the read timestamp forward to `read_us` (never back); the value now stored,
     /// or `None` for an unknown queue.
@@ -155,23 +156,16 @@ pub trait Store: Send + Sync + 'static {
 
     // --- Mozilla messages ---
 
-    /// Stores a message and returns the creation time it was given: `message.created_us`
-    /// or, if that is not later than every stored message's, one microsecond after the
-    /// latest — so creation order is commit order and paging never skips a message.
-    /// `None` (nothing stored) if its queue no longer exists.
-    async fn add_queue_message(&self, message: &QueueMessage) -> StoreResult<Option<i64>>;
+    /// Appends a message to its token's stream: the next offset of that stream, and a
+    /// creation time of `message.created_us` or, if that is not later than the stream's
+    /// latest, one microsecond after it — so within a token creation order is offset
+    /// order and `since` paging never skips a message. `None` (nothing stored) if its
+    /// queue no longer exists.
+    async fn add_queue_message(&self, message: &QueueMessage) -> StoreResult<Option<Appended>>;
     async fn queue_message(
         &self,
         scope: QueueScope<'_>,
         key: &str,
-    ) -> StoreResult<Option<QueueMessage>>;
-    /// Records that `key` was read (first time wins); the message, or `None` if it is
-    /// not in `scope`.
-    async fn mark_queue_message_read(
-        &self,
-        scope: QueueScope<'_>,
-        key: &str,
-        now_us: i64,
     ) -> StoreResult<Option<QueueMessage>>;
     /// Oldest first, strictly after `after`, at most `limit`, and of the messages sharing a
     /// replaceId within a queue only the latest.
@@ -181,21 +175,21 @@ pub trait Store: Send + Sync + 'static {
         after: &After,
         limit: usize,
     ) -> StoreResult<Vec<QueueMessage>>;
-    /// One token's messages created at or after `from_us`, oldest first, no collapsing
-    /// (edge recovery).
-    async fn token_messages_since(
+
+    // --- Streams (SPEC §7: positions, resume and edge recovery) ---
+
+    /// The current position (epoch, last offset) of each of `streams` that exists; streams
+    /// that do not exist are left out. At most `MAX_HEADS` keys per call.
+    async fn stream_heads(&self, streams: &[StreamKey]) -> StoreResult<Vec<(StreamKey, Position)>>;
+    /// What `stream` holds strictly after `after` in its current epoch, by offset, at most
+    /// `limit` entries, as the deliveries to replay. Offsets may have holes (deleted
+    /// entries); an unknown stream reads as empty.
+    async fn read_stream(
         &self,
-        token: &str,
-        from_us: i64,
+        stream: &StreamKey,
+        after: u64,
         limit: usize,
-    ) -> StoreResult<Vec<QueueMessage>>;
-    /// One token's read marks set at or after `from_us`, oldest first (edge recovery).
-    async fn token_reads_since(
-        &self,
-        token: &str,
-        from_us: i64,
-        limit: usize,
-    ) -> StoreResult<Vec<ReadMark>>;
+    ) -> StoreResult<Vec<Delivery>>;
 
     // --- Edge registry (SPEC §7, §9) ---
 
@@ -215,6 +209,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes nodes whose heartbeat is older than `before_us`; how many.
     async fn prune_nodes(&self, before_us: i64) -> StoreResult<u64>;
 }
+
+/// Most stream keys one `stream_heads` call takes.
+pub const MAX_HEADS: usize = 256;
 
 /// How long a health check waits for the store.
 pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);

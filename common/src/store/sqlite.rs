@@ -20,14 +20,41 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{
-    After, NodeHeartbeat, NodeRecord, NodeStatus, Queue, QueueScope, ReadMark, Store, StoreError,
-    StoreResult,
+    After, Appended, MAX_HEADS, NodeHeartbeat, NodeRecord, NodeStatus, Queue, QueueScope, Store,
+    StoreError, StoreResult,
 };
 use crate::config::{StoreConfig, ms};
-use crate::message::{QueueBody, QueueMessage};
+use crate::message::{Delivery, QueueBody, QueueMessage};
+use crate::stream::{Position, StreamKey, StreamKind, new_epoch};
 
 /// The schema, applied on every open (every statement is `IF NOT EXISTS`).
 pub const SCHEMA: &str = include_str!("../../../schema.sql");
+/// The `schema_meta.schema_version` that `SCHEMA` is.
+const SCHEMA_VERSION: i64 = 2;
+/// Version 1 → 2, before `SCHEMA` runs: move the old message table aside (its indexes
+/// first, so the new ones can take their names).
+const MIGRATE_1_BEFORE: &str = "
+    DROP INDEX IF EXISTS mozilla_messages_by_queue;
+    DROP INDEX IF EXISTS mozilla_messages_by_token;
+    DROP INDEX IF EXISTS mozilla_messages_by_replace_id;
+    DROP INDEX IF EXISTS mozilla_messages_by_created;
+    DROP INDEX IF EXISTS mozilla_messages_by_token_read;
+    ALTER TABLE mozilla_messages RENAME TO mozilla_messages_v1;";
+/// Version 1 → 2, after `SCHEMA` ran: number each token's messages in creation order and
+/// give every token its stream. Version 1's read marks were events, not messages: dropped.
+const MIGRATE_1_AFTER: &str = "
+    INSERT INTO mozilla_messages
+        (key, queue_id, token_id, stream_offset, created_us, title, body, action_url, replace_id)
+    SELECT key, queue_id, token_id,
+           ROW_NUMBER() OVER (PARTITION BY token_id ORDER BY created_us, key),
+           created_us, title, body, action_url, replace_id
+    FROM mozilla_messages_v1;
+    INSERT INTO streams (stream, epoch, head, last_us)
+    SELECT 't/' || t.token_id, lower(hex(randomblob(4))),
+           COALESCE(MAX(m.stream_offset), 0), COALESCE(MAX(m.created_us), 0)
+    FROM mozilla_tokens t LEFT JOIN mozilla_messages m ON m.token_id = t.token_id
+    GROUP BY t.token_id;
+    DROP TABLE mozilla_messages_v1;";
 /// Most write jobs committed in one transaction.
 const MAX_BATCH: usize = 256;
 /// Write jobs waiting for the writer thread before callers wait for room.
@@ -117,12 +144,12 @@ impl SqliteStore {
     }
 }
 
-/// Opens the writer connection: WAL, pragmas, schema.
-fn prepare_database(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
+/// Opens the writer connection: WAL, pragmas, schema (migrating an older database).
+fn prepare_database(path: &Path, busy: Duration) -> anyhow::Result<Connection> {
     let conn = open_connection(path, busy, false)?;
     enable_wal(&conn, busy)?;
     conn.execute_batch("BEGIN IMMEDIATE")?;
-    match conn.execute_batch(SCHEMA) {
+    match apply_schema(&conn) {
         Ok(()) => conn.execute_batch("COMMIT")?,
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK");
@@ -130,6 +157,36 @@ fn prepare_database(path: &Path, busy: Duration) -> rusqlite::Result<Connection>
         }
     }
     Ok(conn)
+}
+
+/// Brings the database to `SCHEMA_VERSION` inside the caller's transaction.
+fn apply_schema(conn: &Connection) -> anyhow::Result<()> {
+    let has_meta = conn
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_meta'")?
+        .exists([])?;
+    let version: Option<i64> = if has_meta {
+        conn.query_row(
+            "SELECT CAST(value AS INTEGER) FROM schema_meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+    } else {
+        None
+    };
+    match version {
+        Some(v) if v > SCHEMA_VERSION => anyhow::bail!(
+            "the database has schema version {v}, newer than this build's {SCHEMA_VERSION}"
+        ),
+        Some(1) => {
+            tracing::info!("migrating the database from schema version 1 to 2");
+            conn.execute_batch(MIGRATE_1_BEFORE)?;
+            conn.execute_batch(SCHEMA)?;
+            conn.execute_batch(MIGRATE_1_AFTER)?;
+        }
+        _ => conn.execute_batch(SCHEMA)?,
+    }
+    Ok(())
 }
 
 fn open_connection(path: &Path, busy: Duration, read_only: bool) -> rusqlite::Result<Connection> {
@@ -285,8 +342,8 @@ fn commit_batch(conn: &Connection, batch: &mut [Job]) -> StoreResult<()> {
 }
 
 const QUEUE_COLUMNS: &str = "queue_id, token_id, domain, read_us";
-const MESSAGE_COLUMNS: &str =
-    "m.key, m.queue_id, m.token_id, m.created_us, m.title, m.body, m.action_url, m.replace_id";
+const MESSAGE_COLUMNS: &str = "m.key, m.queue_id, m.token_id, m.created_us, m.title, m.body, \
+     m.action_url, m.icon_url, m.replace_id, m.read_key, m.stream_offset";
 
 /// Keeps a message only if no later message of its queue shares its replaceId.
 const LATEST_OF_REPLACE_ID: &str = "(m.replace_id IS NULL OR NOT EXISTS (
@@ -313,9 +370,21 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<QueueMessage> {
             title: row.get(4)?,
             body: row.get(5)?,
             action_url: row.get(6)?,
-            replace_id: row.get(7)?,
+            icon_url: row.get(7)?,
+            replace_id: row.get(8)?,
+            read: row.get(9)?,
         },
     })
+}
+
+/// A message row with its stream offset (the last of `MESSAGE_COLUMNS`).
+fn message_at_from_row(row: &Row<'_>) -> rusqlite::Result<(QueueMessage, u64)> {
+    let offset: i64 = row.get(10)?;
+    Ok((message_from_row(row)?, offset.max(0) as u64))
+}
+
+fn offset_value(offset: u64) -> Value {
+    Value::Integer(i64::try_from(offset).unwrap_or(i64::MAX))
 }
 
 fn node_from_row(row: &Row<'_>) -> rusqlite::Result<NodeRecord> {
@@ -420,6 +489,11 @@ impl Store for SqliteStore {
                  VALUES (?, ?, NULL, 0, ?)",
             )?
             .execute(params![queue, token, now_us])?;
+            c.prepare_cached("INSERT INTO streams (stream, epoch) VALUES (?, ?)")?
+                .execute(params![
+                    StreamKey::mozilla_token(&token).as_str(),
+                    new_epoch()
+                ])?;
             Ok(())
         })
         .await
@@ -443,6 +517,8 @@ impl Store for SqliteStore {
                 .execute([&token])?;
             c.prepare_cached("DELETE FROM mozilla_tokens WHERE token_id = ?")?
                 .execute([&token])?;
+            c.prepare_cached("DELETE FROM streams WHERE stream = ?")?
+                .execute([StreamKey::mozilla_token(&token).as_str()])?;
             Ok(())
         })
         .await
@@ -539,37 +615,55 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn add_queue_message(&self, message: &QueueMessage) -> StoreResult<Option<i64>> {
+    async fn add_queue_message(&self, message: &QueueMessage) -> StoreResult<Option<Appended>> {
         let m = message.clone();
         self.write(move |c| {
             let queue_exists = c
-                .prepare_cached("SELECT 1 FROM mozilla_queues WHERE queue_id = ?")?
-                .exists([&m.queue])?;
+                .prepare_cached("SELECT 1 FROM mozilla_queues WHERE queue_id = ? AND token_id = ?")?
+                .exists([&m.queue, &m.token])?;
             if !queue_exists {
                 return Ok(None);
             }
-            // Writers are serialized (one per process, BEGIN IMMEDIATE across processes),
-            // so this makes creation order equal commit order.
-            let latest: i64 = c
-                .prepare_cached("SELECT COALESCE(MAX(created_us), 0) FROM mozilla_messages")?
-                .query_row([], |r| r.get(0))?;
-            let created_us = m.created_us.max(latest + 1);
+            // Inside the write transaction (one writer per process, BEGIN IMMEDIATE across
+            // processes): offsets are dense and unique, times increase per stream.
+            let stream = StreamKey::mozilla_token(&m.token);
+            let Some((epoch, offset, created_us)) = c
+                .prepare_cached(
+                    "UPDATE streams SET head = head + 1, last_us = MAX(last_us + 1, ?)
+                     WHERE stream = ? RETURNING epoch, head, last_us",
+                )?
+                .query_row(params![m.created_us, stream.as_str()], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get(2)?))
+                })
+                .optional()?
+            else {
+                return Ok(None);
+            };
             c.prepare_cached(
-                "INSERT INTO mozilla_messages
-                 (key, queue_id, token_id, created_us, title, body, action_url, replace_id)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO mozilla_messages (key, queue_id, token_id, stream_offset, created_us,
+                   title, body, action_url, icon_url, replace_id, read_key)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )?
             .execute(params![
                 m.key,
                 m.queue,
                 m.token,
+                offset,
                 created_us,
                 m.body.title,
                 m.body.body,
                 m.body.action_url,
-                m.body.replace_id
+                m.body.icon_url,
+                m.body.replace_id,
+                m.body.read
             ])?;
-            Ok(Some(created_us))
+            Ok(Some(Appended {
+                created_us,
+                position: Position {
+                    epoch,
+                    offset: offset.max(0) as u64,
+                },
+            }))
         })
         .await
     }
@@ -582,26 +676,6 @@ impl Store for SqliteStore {
         let (scope, key) = (OwnedScope::from(scope), key.to_owned());
         self.read(move |c| find_message(c, scope.as_scope(), &key))
             .await
-    }
-
-    async fn mark_queue_message_read(
-        &self,
-        scope: QueueScope<'_>,
-        key: &str,
-        now_us: i64,
-    ) -> StoreResult<Option<QueueMessage>> {
-        let (scope, key) = (OwnedScope::from(scope), key.to_owned());
-        self.write(move |c| {
-            let Some(message) = find_message(c, scope.as_scope(), &key)? else {
-                return Ok(None);
-            };
-            c.prepare_cached(
-                "UPDATE mozilla_messages SET read_us = COALESCE(read_us, ?) WHERE key = ?",
-            )?
-            .execute(params![now_us, key])?;
-            Ok(Some(message))
-        })
-        .await
     }
 
     async fn list_queue_messages(
@@ -618,41 +692,70 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn token_messages_since(
-        &self,
-        token: &str,
-        from_us: i64,
-        limit: usize,
-    ) -> StoreResult<Vec<QueueMessage>> {
-        let params = vec![
-            Value::Text(token.to_owned()),
-            Value::Integer(from_us),
-            limit_value(limit),
-        ];
-        self.read(move |c| select_messages(c, &["m.token_id = ?", "m.created_us >= ?"], params))
-            .await
-    }
-
-    async fn token_reads_since(
-        &self,
-        token: &str,
-        from_us: i64,
-        limit: usize,
-    ) -> StoreResult<Vec<ReadMark>> {
-        let (token, limit) = (token.to_owned(), limit_value(limit));
+    async fn stream_heads(&self, streams: &[StreamKey]) -> StoreResult<Vec<(StreamKey, Position)>> {
+        if streams.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<Value> = streams
+            .iter()
+            .take(MAX_HEADS)
+            .map(|k| Value::Text(k.as_str().to_owned()))
+            .collect();
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT token_id, key, read_us FROM mozilla_messages
-                 WHERE token_id = ? AND read_us >= ? ORDER BY read_us, key LIMIT ?",
-            )?;
-            let rows = stmt.query_map(params![token, from_us, limit], |r| {
-                Ok(ReadMark {
-                    token: r.get(0)?,
-                    key: r.get(1)?,
-                    read_us: r.get(2)?,
-                })
+            let sql = format!(
+                "SELECT stream, epoch, head FROM streams WHERE stream IN ({})",
+                vec!["?"; keys.len()].join(", ")
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params_from_iter(keys), |r| {
+                let head: i64 = r.get(2)?;
+                Ok((
+                    StreamKey::from(r.get::<_, String>(0)?),
+                    Position {
+                        epoch: r.get(1)?,
+                        offset: head.max(0) as u64,
+                    },
+                ))
             })?;
             rows.collect()
+        })
+        .await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamKey,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>> {
+        let Some(StreamKind::MozillaToken(token)) = stream.kind() else {
+            return Ok(Vec::new());
+        };
+        let (stream, token) = (stream.clone(), token.to_owned());
+        self.read(move |c| {
+            let Some(epoch) = c
+                .prepare_cached("SELECT epoch FROM streams WHERE stream = ?")?
+                .query_row([stream.as_str()], |r| r.get::<_, String>(0))
+                .optional()?
+            else {
+                return Ok(Vec::new());
+            };
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM mozilla_messages m
+                 WHERE m.token_id = ? AND m.stream_offset > ? ORDER BY m.stream_offset LIMIT ?"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let params = [Value::Text(token), offset_value(after), limit_value(limit)];
+            let rows = stmt.query_map(params_from_iter(params), message_at_from_row)?;
+            rows.map(|row| {
+                let (message, offset) = row?;
+                let position = Position {
+                    epoch: epoch.clone(),
+                    offset,
+                };
+                Ok(Delivery::queue_message(message, position))
+            })
+            .collect()
         })
         .await
     }
@@ -900,6 +1003,88 @@ mod tests {
             "the connection recovers"
         );
         assert_eq!(tokens(&conn), ["z"]);
+    }
+
+    /// A version-1 database (global creation order, no streams) opens as version 2: each
+    /// token's messages numbered in creation order, streams at their last offset, appends
+    /// going on from there.
+    #[tokio::test]
+    async fn a_version_1_database_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(&dir);
+        std::fs::create_dir_all(config.sqlite_path.parent().unwrap()).unwrap();
+        let old = Connection::open(&config.sqlite_path).unwrap();
+        old.execute_batch(include_str!("testdata/schema-v1.sql"))
+            .unwrap();
+        old.execute_batch(
+            "INSERT INTO mozilla_tokens VALUES ('t1', 'q1', 1), ('t2', 'q2', 1);
+             INSERT INTO mozilla_queues VALUES ('q1', 't1', NULL, 0, 1), ('q2', 't2', NULL, 0, 1);
+             INSERT INTO mozilla_messages (key, queue_id, token_id, created_us, title)
+             VALUES ('b', 'q1', 't1', 20, 'second'), ('a', 'q1', 't1', 10, 'first'),
+                    ('c', 'q1', 't1', 30, 'third');",
+        )
+        .unwrap();
+        drop(old);
+
+        let store = SqliteStore::open(&config).await.unwrap();
+        let t1 = StreamKey::mozilla_token("t1");
+        let t2 = StreamKey::mozilla_token("t2");
+        let heads = store.stream_heads(&[t1.clone(), t2.clone()]).await.unwrap();
+        let offsets: std::collections::HashMap<_, _> =
+            heads.into_iter().map(|(k, p)| (k, p.offset)).collect();
+        assert_eq!((offsets[&t1], offsets[&t2]), (3, 0));
+        let replay = store.read_stream(&t1, 0, 10).await.unwrap();
+        let titles: Vec<_> = replay
+            .iter()
+            .map(|d| match &d.event {
+                crate::message::Event::QueueMessage { message } => {
+                    (d.offset(), message.body.title.clone().unwrap())
+                }
+            })
+            .collect();
+        assert_eq!(
+            titles,
+            [
+                (1, "first".into()),
+                (2, "second".into()),
+                (3, "third".into())
+            ]
+        );
+        let next = QueueMessage {
+            key: "d".into(),
+            queue: "q1".into(),
+            token: "t1".into(),
+            created_us: 5,
+            body: QueueBody::read_mark("a"),
+        };
+        let appended = store.add_queue_message(&next).await.unwrap().unwrap();
+        assert_eq!((appended.position.offset, appended.created_us), (4, 31));
+        drop(store);
+        let conn = Connection::open(&config.sqlite_path).unwrap();
+        let version: String = conn
+            .query_row(
+                "SELECT value FROM schema_meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(version, "2");
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(&dir);
+        drop(SqliteStore::open(&config).await.unwrap());
+        Connection::open(&config.sqlite_path)
+            .unwrap()
+            .execute(
+                "UPDATE schema_meta SET value = '99' WHERE key = 'schema_version'",
+                [],
+            )
+            .unwrap();
+        let err = SqliteStore::open(&config).await.err().expect("must fail");
+        assert!(err.to_string().contains("schema version 99"), "{err:#}");
     }
 
     #[tokio::test]

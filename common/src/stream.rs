@@ -1,0 +1,120 @@
+//! Streams and positions (SPEC §7, DESIGN.md §4): every resumable stream — a Mozilla
+//! token's messages today; a channel with history and a user's inbox next — has a position
+//! `{epoch, offset}` that the store assigns inside the write that appends to it. Offsets
+//! are dense and ordered per stream (1, 2, 3, … within one epoch); there is no order across
+//! streams. The epoch names one life of the stream: a stream whose history is lost or
+//! recreated starts a new epoch, so a reader holding an old position knows its offsets no
+//! longer mean anything.
+//!
+//! Resume and edge recovery read "after a position", never a time window: an edge that
+//! delivered up to offset 41 asks the store for what comes after 41.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The name of one stream. Opaque to most code; built and parsed only here.
+///
+/// Shapes: `t/<token id>` (a Mozilla token: all messages of its queues).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StreamKey(String);
+
+/// What a stream key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind<'a> {
+    /// A Mozilla token's stream, by token id (the SHA-256 the store keeps).
+    MozillaToken(&'a str),
+}
+
+impl StreamKey {
+    /// The stream of a Mozilla token (by its store id).
+    pub fn mozilla_token(token_id: &str) -> StreamKey {
+        StreamKey(format!("t/{token_id}"))
+    }
+
+    /// Parses what the key names; `None` for a key of an unknown kind (e.g. from a newer
+    /// process in a mixed-version cluster).
+    pub fn kind(&self) -> Option<StreamKind<'_>> {
+        let (prefix, rest) = self.0.split_once('/')?;
+        match prefix {
+            "t" if !rest.is_empty() => Some(StreamKind::MozillaToken(rest)),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The ZeroMQ routing key of deliveries on this stream: the key and a `|` delimiter,
+    /// so that a prefix subscription to one stream does not match a longer one.
+    pub fn routing_key(&self) -> String {
+        format!("{}|", self.0)
+    }
+}
+
+impl fmt::Display for StreamKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for StreamKey {
+    /// Wraps a key read back from the wire or the store.
+    fn from(key: String) -> StreamKey {
+        StreamKey(key)
+    }
+}
+
+/// A place in a stream: what was appended at `offset` during `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Position {
+    /// Names the stream's current life (8 hex characters in SQLite).
+    pub epoch: String,
+    /// 1 for the first entry of an epoch, then +1 per entry; 0 means "before the first".
+    pub offset: u64,
+}
+
+impl Position {
+    /// The position before anything was appended in `epoch`.
+    pub fn start(epoch: &str) -> Position {
+        Position {
+            epoch: epoch.to_owned(),
+            offset: 0,
+        }
+    }
+}
+
+/// A new random epoch: 4 random bytes as 8 hex characters.
+pub fn new_epoch() -> String {
+    crate::token::random_hex(4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_their_stream() {
+        let key = StreamKey::mozilla_token("abc");
+        assert_eq!(key.as_str(), "t/abc");
+        assert_eq!(key.kind(), Some(StreamKind::MozillaToken("abc")));
+        assert_eq!(key.routing_key(), "t/abc|");
+        for foreign in ["t/", "x/abc", "abc", ""] {
+            assert_eq!(
+                StreamKey::from(foreign.to_owned()).kind(),
+                None,
+                "{foreign}"
+            );
+        }
+    }
+
+    #[test]
+    fn epochs_are_short_and_random() {
+        let (a, b) = (new_epoch(), new_epoch());
+        assert_eq!(a.len(), 8);
+        assert_ne!(a, b);
+        assert_eq!(Position::start(&a).offset, 0);
+    }
+}
