@@ -12,12 +12,14 @@ CREATE TABLE IF NOT EXISTS schema_meta (
 -- Resumable streams (SPEC §7): one row per stream, its epoch and the offset of its last
 -- entry. Appending bumps `head` inside the appending transaction, so offsets are dense and
 -- unique per stream; `last_us` keeps creation times strictly increasing per stream.
--- Keys: 't/<token id>' (a Mozilla token's messages).
+-- Keys: 't/<token id>' (a Mozilla token's messages), 'c/<app>/<channel>' (a channel's
+-- history; `active` = 0 while its history is off).
 CREATE TABLE IF NOT EXISTS streams (
     stream  TEXT PRIMARY KEY,
     epoch   TEXT NOT NULL,
     head    INTEGER NOT NULL DEFAULT 0,
-    last_us INTEGER NOT NULL DEFAULT 0
+    last_us INTEGER NOT NULL DEFAULT 0,
+    active  INTEGER NOT NULL DEFAULT 1
 ) WITHOUT ROWID;
 
 -- Mozilla push (SPEC §3). Tokens are stored only as the SHA-256 of the secret.
@@ -62,20 +64,70 @@ CREATE UNIQUE INDEX IF NOT EXISTS mozilla_messages_by_token_offset
 CREATE INDEX IF NOT EXISTS mozilla_messages_by_replace_id
     ON mozilla_messages (queue_id, replace_id, created_us) WHERE replace_id IS NOT NULL;
 
--- WebSocket edges (SPEC §7, §9). Edges write url..heartbeat_us; the monitor writes
--- checked_us, check_failures and monitor_down.
-CREATE TABLE IF NOT EXISTS edge_nodes (
-    node_id        TEXT PRIMARY KEY,
-    url            TEXT NOT NULL,
-    connections    INTEGER NOT NULL DEFAULT 0,
-    status         TEXT NOT NULL CHECK (status IN ('up', 'draining')),
-    started_us     INTEGER NOT NULL,
-    heartbeat_us   INTEGER NOT NULL,
-    checked_us     INTEGER,
-    check_failures INTEGER NOT NULL DEFAULT 0,
-    monitor_down   INTEGER NOT NULL DEFAULT 0
+-- Channels (SPEC §4). A row exists once a channel was configured; history is on when
+-- history_size or history_ttl_s is set.
+CREATE TABLE IF NOT EXISTS channels (
+    app           TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    history_size  INTEGER,
+    history_ttl_s INTEGER,
+    created_us    INTEGER NOT NULL,
+    updated_us    INTEGER NOT NULL,
+    PRIMARY KEY (app, name)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS edge_nodes_by_url ON edge_nodes (url);
+
+-- A channel's history, at the offsets of its stream. `data` is JSON text; `keep_until_us`
+-- is when the row goes (the earlier of the history ttl and the message's own expiry).
+CREATE TABLE IF NOT EXISTS channel_messages (
+    app           TEXT NOT NULL,
+    channel       TEXT NOT NULL,
+    stream_offset INTEGER NOT NULL,
+    id            TEXT NOT NULL,
+    data          TEXT NOT NULL,
+    created_us    INTEGER NOT NULL,
+    expires_us    INTEGER,
+    keep_until_us INTEGER,
+    replace_id    TEXT,
+    PRIMARY KEY (app, channel, stream_offset)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS channel_messages_by_keep_until
+    ON channel_messages (keep_until_us) WHERE keep_until_us IS NOT NULL;
+CREATE INDEX IF NOT EXISTS channel_messages_by_replace_id
+    ON channel_messages (app, channel, replace_id, stream_offset) WHERE replace_id IS NOT NULL;
+
+-- Idempotency keys of publishes: the first result, held until expires_us.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    app           TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    message_id    TEXT NOT NULL,
+    created_us    INTEGER NOT NULL,
+    stream_epoch  TEXT,
+    stream_offset INTEGER,
+    expires_us    INTEGER NOT NULL,
+    PRIMARY KEY (app, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_keys_by_expiry ON idempotency_keys (expires_us);
+
+-- VPush contexts (SPEC §5): channels created through the VPush API; `id` is the channel.
+CREATE TABLE IF NOT EXISTS vpush_contexts (
+    app        TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    name       TEXT,
+    created_us INTEGER NOT NULL,
+    PRIMARY KEY (app, id)
+) WITHOUT ROWID;
+
+-- Force logout (SPEC §4): connection tokens of the user issued before not_before_us are
+-- refused.
+CREATE TABLE IF NOT EXISTS revocations (
+    app           TEXT NOT NULL,
+    user_id       TEXT NOT NULL,
+    not_before_us INTEGER NOT NULL,
+    PRIMARY KEY (app, user_id)
+) WITHOUT ROWID;
+
+-- The edge registry and presence live in the second, non-durable database file
+-- (store.sqlite_live_path), schema common/src/store/sqlite/live.sql.
 
 INSERT INTO schema_meta (key, value) VALUES ('schema_version', '2')
     ON CONFLICT (key) DO UPDATE SET value = excluded.value;

@@ -1,34 +1,40 @@
-//! `herald-api`: the HTTP API. It validates and authorises a request, writes the store, and
-//! only after the store accepted the write answers 2xx and hands the delivery to the
-//! routers (`publisher`). This crate serves the Mozilla-compatible API of SPEC §3
-//! (`mozilla`) plus `/health`, `/version` and `/metrics` (`ops`).
+//! `herald-api`: the HTTP API. A surface (`surface`) parses and authorises a request and
+//! calls one operation of the service layer (`service`), which writes the store, and only
+//! after the store accepted the write answers and hands the delivery to the routers
+//! (`publisher`). Surfaces: the Mozilla-compatible API (SPEC §3), `/api/v1` (§4),
+//! Thunderpush and VPush (§5); plus `/health`, `/version`, `/metrics` and
+//! `/openapi.json` (`ops`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use common::auth::Apps;
 use common::config::{Config, ms};
 use common::http::ServeOptions;
 use common::metrics::Metrics;
-use common::store::Store;
 use prometheus::{HistogramVec, IntCounterVec};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warp::Filter;
 
-pub mod mozilla;
 mod ops;
-pub mod params;
 pub mod publisher;
+pub mod service;
+pub mod surface;
+
+use service::{Services, Settings};
+use surface::RateLimit;
+
+/// Token lifetime by default and at most (SPEC §4: 1 day, 30 days).
+pub const TOKEN_TTL_DEFAULT: u64 = 24 * 3600;
+pub const TOKEN_TTL_MAX: u64 = 30 * 24 * 3600;
 
 /// Everything a request handler needs.
 pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub publisher: publisher::Publisher,
-    /// `api.public_url` without the trailing slash.
-    pub api_base: String,
+    pub services: Services,
     pub max_body_bytes: usize,
-    pub node_ttl_us: i64,
+    pub rate_limit: RateLimit,
     pub metrics: Metrics,
     requests: IntCounterVec,
     latency: HistogramVec,
@@ -57,14 +63,16 @@ pub struct Api {
     max_connections: usize,
 }
 
-/// Opens the store, binds the listener and starts connecting to the routers.
-pub async fn bind(config: &Config) -> anyhow::Result<Api> {
-    let store = common::store::open(&config.store)
+/// The service layer of a process: the stores, a publisher to the routers (running until
+/// `stop`), the apps, the settings. The edge builds one too, for what its clients publish.
+pub async fn services(
+    config: &Config,
+    metrics: &Metrics,
+    stop: CancellationToken,
+) -> anyhow::Result<(Services, tokio::task::JoinHandle<()>)> {
+    let stores = common::store::open(&config.store)
         .await
         .context("cannot open the store")?;
-    let listener = config.api.listen.bind_setting("api.listen").await?;
-    let metrics = Metrics::new("api");
-    let stop_dispatcher = CancellationToken::new();
     let (publisher, dispatcher) = publisher::start(
         publisher::PublisherConfig {
             endpoints: config.cluster.router_pull.clone(),
@@ -72,16 +80,38 @@ pub async fn bind(config: &Config) -> anyhow::Result<Api> {
             timeout: ms(config.api.publish_timeout_ms),
             heartbeat: ms(config.api.router_heartbeat_ms),
         },
-        &metrics,
-        stop_dispatcher.clone(),
+        metrics,
+        stop,
     );
-    let state = AppState {
-        store,
-        publisher,
+    let settings = Settings {
         api_base: config.api.base_url().to_owned(),
-        max_body_bytes: config.api.max_body_bytes,
         node_ttl_us: i64::try_from(config.cluster.node_ttl_ms.saturating_mul(1000))
             .unwrap_or(i64::MAX),
+        token_ttl_default: TOKEN_TTL_DEFAULT,
+        token_ttl_max: TOKEN_TTL_MAX,
+    };
+    let services = Services {
+        stores,
+        publisher,
+        apps: Arc::new(Apps::from_config(&config.apps)),
+        settings: Arc::new(settings),
+    };
+    Ok((services, dispatcher))
+}
+
+/// Opens the store, binds the listener and starts connecting to the routers.
+pub async fn bind(config: &Config) -> anyhow::Result<Api> {
+    let listener = config.api.listen.bind_setting("api.listen").await?;
+    let metrics = Metrics::new("api");
+    let stop_dispatcher = CancellationToken::new();
+    let (services, dispatcher) = services(config, &metrics, stop_dispatcher.clone()).await?;
+    let state = AppState {
+        services,
+        max_body_bytes: config.api.max_body_bytes,
+        rate_limit: RateLimit::new(
+            config.api.rate_limit_per_second,
+            config.api.rate_limit_burst,
+        ),
         requests: metrics.counter_vec(
             "requests_total",
             "HTTP requests by route and status.",
@@ -116,7 +146,7 @@ impl Api {
 
     /// Serves until `shutdown`, drains in-flight requests, then flushes queued deliveries.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        tracing::info!(listen = %self.listener.local_addr()?, public_url = %self.state.api_base, "api ready");
+        tracing::info!(listen = %self.listener.local_addr()?, public_url = %self.state.services.settings.api_base, "api ready");
         let options = ServeOptions {
             header_read_timeout: Duration::from_secs(10),
             drain: self.drain,
@@ -130,13 +160,20 @@ impl Api {
     }
 }
 
-/// Every route of the API, with Mozilla-shaped errors for anything unmatched.
+/// Every route of the API. Each surface renders its own errors under its own prefix;
+/// anything else unmatched gets the Mozilla shape (the API's original surface).
 pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
-    mozilla::routes(state.clone())
-        .or(ops::routes(state))
+    surface::v1::routes(state.clone())
+        .or(surface::thunderpush::routes(state.clone()))
         .unify()
-        .recover(mozilla::rejection)
+        .or(surface::vpush::routes(state.clone()))
+        .unify()
+        .or(ops::routes(state.clone()))
+        .unify()
+        .or(surface::mozilla::routes(state))
+        .unify()
+        .recover(surface::mozilla::rejection)
         .unify()
 }

@@ -1,6 +1,7 @@
 //! Operational endpoints of the API: `/health` (200 only when the store answers and at
 //! least one router socket is live, else 503 naming the failing part), `/version`,
-//! `/metrics`.
+//! `/metrics`, and `/openapi.json` (the OpenAPI 3 document of every HTTP surface, kept
+//! true by a test that checks real responses against it).
 
 use std::sync::Arc;
 
@@ -20,18 +21,25 @@ pub fn routes(
         .and(warp::get())
         .and(with_state)
         .then(health);
-    health.or(ops).unify()
+    let openapi = warp::path!("openapi.json").and(warp::get()).map(|| {
+        warp::reply::with_header(OPENAPI, "content-type", "application/json").into_response()
+    });
+    health.or(ops).unify().or(openapi).unify()
 }
 
+/// The OpenAPI 3 document (`api/openapi.json`).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
 async fn health(state: Arc<AppState>) -> Response {
-    let store = common::store::probe(&*state.store).await;
-    let connected = state.publisher.connected();
+    let services = &state.services;
+    let store = services.stores.probe().await;
+    let connected = services.publisher.connected();
     let healthy = store.is_ok() && connected > 0;
     let body = json!({
         "status": if healthy { "ok" } else { "unavailable" },
         "pid": std::process::id(),
         "store": store.err().unwrap_or_else(|| "ok".into()),
-        "routers": {"connected": connected, "configured": state.publisher.configured()},
+        "routers": {"connected": connected, "configured": services.publisher.configured()},
     });
     let status = if healthy {
         StatusCode::OK

@@ -164,7 +164,9 @@ async fn stores_then_pushes_to_the_router() {
     let stream = StreamKey::mozilla_token(&mozilla_token_id(&token).unwrap());
     for (offset, key) in keys.iter().enumerate() {
         let delivery = next_of(&mut pull, Kind::Deliver).await.delivery().unwrap();
-        let Event::QueueMessage { message } = &delivery.event;
+        let Event::QueueMessage { message } = &delivery.event else {
+            panic!("a queue message: {delivery:?}")
+        };
         assert_eq!(&message.key, key);
         assert!(queue.contains(&message.queue));
         assert_eq!(delivery.stream, stream, "on the token's stream");
@@ -247,7 +249,9 @@ async fn a_delivery_that_waited_for_a_router_is_still_pushed() {
     let mut pull = PullSocket::new();
     pull.bind(&api.router).await.unwrap();
     let delivery = next_of(&mut pull, Kind::Deliver).await.delivery().unwrap();
-    let Event::QueueMessage { message } = delivery.event;
+    let Event::QueueMessage { message } = delivery.event else {
+        panic!("a queue message")
+    };
     assert_eq!(message.key, key);
     api.stop().await;
 }

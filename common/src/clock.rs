@@ -1,6 +1,8 @@
 //! Wall-clock time as integer microseconds since the Unix epoch: the one unit stored and
-//! compared everywhere (exact ordering, no float equality), converted to the float
-//! seconds the Mozilla API speaks only at the edges of the system.
+//! compared everywhere (exact ordering, no float equality), converted only at the edges of
+//! the system: to the float seconds the Mozilla API speaks, and to the RFC 3339 UTC
+//! timestamps of `/api/v1` (`2023-07-18T15:00:00.123456Z`; a value read without a zone is
+//! UTC, as Socrate does).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,6 +29,29 @@ pub fn secs_to_us(secs: f64) -> Option<i64> {
     (us < i64::MAX as f64).then_some(us as i64)
 }
 
+/// Microseconds as an RFC 3339 UTC timestamp (fractional seconds only when not zero).
+pub fn rfc3339(us: i64) -> String {
+    let nanos = i128::from(us) * 1_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
+}
+
+/// An RFC 3339 timestamp (any offset), or one without a zone read as UTC, to microseconds;
+/// `None` if it is neither.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    use time::format_description::well_known::Rfc3339;
+    let text = text.trim();
+    let parsed = time::OffsetDateTime::parse(text, &Rfc3339)
+        .or_else(|_| time::OffsetDateTime::parse(&format!("{text}Z"), &Rfc3339))
+        .ok()?;
+    i64::try_from(parsed.unix_timestamp_nanos() / 1_000).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,7 +66,37 @@ mod tests {
         assert_eq!(secs_to_us(1.5), Some(1_500_000));
     }
 
+    #[test]
+    fn rfc3339_in_and_out() {
+        assert_eq!(rfc3339(1_689_692_400_000_000), "2023-07-18T15:00:00Z");
+        assert_eq!(rfc3339(1_689_692_400_250_000), "2023-07-18T15:00:00.25Z");
+        assert_eq!(
+            parse_rfc3339("2023-07-18T15:00:00Z"),
+            Some(1_689_692_400_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2023-07-18T15:00:00"),
+            Some(1_689_692_400_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2023-07-18T17:00:00+02:00"),
+            Some(1_689_692_400_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2023-07-18T15:00:00.5Z"),
+            Some(1_689_692_400_500_000)
+        );
+        for bad in ["", "yesterday", "2023-13-01T00:00:00Z", "2023-07-18"] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn rfc3339_round_trips(us in 0i64..4_102_444_800_000_000) {
+            prop_assert_eq!(parse_rfc3339(&rfc3339(us)), Some(us));
+        }
+
         /// A timestamp a client got from us and sends back maps to the same microsecond.
         #[test]
         fn rendered_seconds_round_trip(us in 0i64..4_102_444_800_000_000) {

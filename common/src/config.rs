@@ -44,8 +44,11 @@ pub enum StoreBackend {
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     pub backend: StoreBackend,
-    /// SQLite database file; its directory is created on start.
+    /// SQLite database file of durable state; its directory is created on start.
     pub sqlite_path: PathBuf,
+    /// SQLite database file of live state (edge registry, presence), written without
+    /// fsync; deleted and recreated if damaged.
+    pub sqlite_live_path: PathBuf,
     /// How long a write waits for another process's transaction before failing.
     pub busy_timeout_ms: u64,
     /// Concurrent read connections per process.
@@ -57,6 +60,7 @@ impl Default for StoreConfig {
         StoreConfig {
             backend: StoreBackend::Sqlite,
             sqlite_path: PathBuf::from("var/herald.db"),
+            sqlite_live_path: PathBuf::from("var/herald-live.db"),
             busy_timeout_ms: 5_000,
             sqlite_readers: 4,
         }
@@ -130,6 +134,11 @@ pub struct ApiConfig {
     pub max_connections: usize,
     /// Time allowed for in-flight requests after SIGTERM.
     pub drain_ms: u64,
+    /// Requests per second each API key may make (`/api/v1`, Thunderpush, VPush); over
+    /// it: 429 with `Retry-After`.
+    pub rate_limit_per_second: u32,
+    /// Requests a key may make at once above its rate.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for ApiConfig {
@@ -143,6 +152,8 @@ impl Default for ApiConfig {
             router_heartbeat_ms: 1_000,
             max_connections: 10_000,
             drain_ms: 5_000,
+            rate_limit_per_second: 1_000,
+            rate_limit_burst: 2_000,
         }
     }
 }
@@ -169,6 +180,10 @@ pub struct EdgeConfig {
     pub outbound_queue_frames: usize,
     pub outbound_queue_bytes: usize,
     pub max_connections: usize,
+    /// Sockets one user may hold on one edge; more get 429 at the handshake.
+    pub max_user_connections: usize,
+    /// How often the edge writes changed presence counts to the store.
+    pub presence_flush_ms: u64,
     /// No envelope or heartbeat from a router for this long counts as a possible loss;
     /// while it lasts, every stream is checked against the store once per period.
     pub router_silence_ms: u64,
@@ -197,6 +212,8 @@ impl Default for EdgeConfig {
             outbound_queue_frames: 1_000,
             outbound_queue_bytes: 1024 * 1024,
             max_connections: 20_000,
+            max_user_connections: 100,
+            presence_flush_ms: 250,
             router_silence_ms: 3_500,
             reorder_window_ms: 100,
             recovery_limit: 10_000,
@@ -240,7 +257,12 @@ impl Default for MonitorConfig {
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     pub id: String,
+    /// The public key (Thunderpush's `apikey`).
     pub key: String,
+    /// Thunderpush clients may `CONNECT` with a bare user id, not only a Herald token:
+    /// only for apps whose users are not authenticated anyway (the original's model).
+    #[serde(default)]
+    pub trust_user_ids: bool,
     #[serde(default)]
     pub keys: Vec<ApiKeyConfig>,
 }
@@ -298,6 +320,12 @@ impl Config {
         if self.store.sqlite_path.as_os_str().is_empty() {
             problems.push("store.sqlite_path must not be empty".into());
         }
+        if self.store.sqlite_live_path.as_os_str().is_empty() {
+            problems.push("store.sqlite_live_path must not be empty".into());
+        }
+        if self.store.sqlite_live_path == self.store.sqlite_path {
+            problems.push("store.sqlite_live_path must differ from store.sqlite_path".into());
+        }
     }
 
     fn check_endpoints(&self, problems: &mut Vec<String>) {
@@ -351,9 +379,19 @@ impl Config {
                 e.outbound_queue_bytes as u64,
             ),
             ("websockets.max_connections", e.max_connections as u64),
+            (
+                "websockets.max_user_connections",
+                e.max_user_connections as u64,
+            ),
+            ("websockets.presence_flush_ms", e.presence_flush_ms),
             ("websockets.router_silence_ms", e.router_silence_ms),
             ("websockets.recovery_limit", e.recovery_limit),
             ("api.max_connections", self.api.max_connections as u64),
+            (
+                "api.rate_limit_per_second",
+                u64::from(self.api.rate_limit_per_second),
+            ),
+            ("api.rate_limit_burst", u64::from(self.api.rate_limit_burst)),
             ("monitor.interval_ms", self.monitor.interval_ms),
             ("monitor.check_timeout_ms", self.monitor.check_timeout_ms),
             (
@@ -512,6 +550,7 @@ mod tests {
         AppConfig {
             id: "dev".into(),
             key: "dev-public".into(),
+            trust_user_ids: false,
             keys: vec![ApiKeyConfig {
                 name: "admin".into(),
                 secret: "0123456789abcdef".into(),

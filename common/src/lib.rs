@@ -4,10 +4,13 @@
 //! graceful shutdown.
 //! Nothing here knows which process it runs in; each binary crate composes these pieces.
 
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod ids;
+pub mod jwt;
 pub mod message;
 pub mod metrics;
 pub mod net;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::clock::us_to_secs;
+use crate::ids::{AppId, ChannelName, UserId};
 use crate::stream::{Position, StreamKey};
 use crate::token::TokenId;
 
@@ -72,6 +73,40 @@ impl QueueMessage {
     }
 }
 
+/// A message published to a channel (SPEC §4 Channels), by HTTP or by a client socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelMessage {
+    /// 32 hex characters (UUIDv7), unique.
+    pub id: String,
+    pub app: AppId,
+    pub channel: ChannelName,
+    /// The published JSON value.
+    pub data: serde_json::Value,
+    pub created_us: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_us: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_id: Option<String>,
+}
+
+/// An ephemeral message to every socket of one user (Thunderpush `POST users/{id}/`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserMessage {
+    pub id: String,
+    pub app: AppId,
+    pub user: UserId,
+    pub data: serde_json::Value,
+    pub created_us: i64,
+}
+
+/// The socket a client publish came from, which must not get its own message back
+/// (VPush: "to every other subscriber").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub node: String,
+    pub connection: u64,
+}
+
 /// What one envelope asks the edges to do: an event on a stream, at a position when the
 /// stream is resumable. Serialized (JSON) as the envelope payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +116,9 @@ pub struct Delivery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<Position>,
     pub event: Event,
+    /// Set when a client socket published it: that socket is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 /// The events a delivery carries.
@@ -89,6 +127,17 @@ pub struct Delivery {
 pub enum Event {
     /// A stored message of one of a Mozilla token's queues (a read mark included).
     QueueMessage { message: QueueMessage },
+    /// A channel message, stored at its position when the channel keeps history.
+    ChannelMessage { message: ChannelMessage },
+    /// An ephemeral message to one user's sockets.
+    UserMessage { message: UserMessage },
+    /// Force logout: close the user's sockets whose tokens were issued before `before_us`
+    /// (close 4003).
+    Logout {
+        app: AppId,
+        user: UserId,
+        before_us: i64,
+    },
 }
 
 impl Delivery {
@@ -98,6 +147,41 @@ impl Delivery {
             stream: StreamKey::mozilla_token(&message.token),
             position: Some(position),
             event: Event::QueueMessage { message },
+            origin: None,
+        }
+    }
+
+    /// A channel message, at `position` when the channel keeps history.
+    pub fn channel_message(message: ChannelMessage, position: Option<Position>) -> Delivery {
+        Delivery {
+            stream: StreamKey::channel(&message.app, &message.channel),
+            position,
+            event: Event::ChannelMessage { message },
+            origin: None,
+        }
+    }
+
+    /// An ephemeral message to a user's sockets.
+    pub fn user_message(message: UserMessage) -> Delivery {
+        Delivery {
+            stream: StreamKey::user(&message.app, &message.user),
+            position: None,
+            event: Event::UserMessage { message },
+            origin: None,
+        }
+    }
+
+    /// Force logout of `user`'s sockets with tokens issued before `before_us`.
+    pub fn logout(app: AppId, user: UserId, before_us: i64) -> Delivery {
+        Delivery {
+            stream: StreamKey::user(&app, &user),
+            position: None,
+            event: Event::Logout {
+                app,
+                user,
+                before_us,
+            },
+            origin: None,
         }
     }
 
@@ -111,10 +195,11 @@ impl Delivery {
         self.position.as_ref().map_or(0, |p| p.offset)
     }
 
-    /// The Mozilla-dialect text frame for this delivery.
-    pub fn mozilla_frame(&self, api_base: &str) -> String {
+    /// The Mozilla-dialect text frame for this delivery (queue messages only).
+    pub fn mozilla_frame(&self, api_base: &str) -> Option<String> {
         match &self.event {
-            Event::QueueMessage { message } => message.to_mozilla_json(api_base).to_string(),
+            Event::QueueMessage { message } => Some(message.to_mozilla_json(api_base).to_string()),
+            _ => None,
         }
     }
 }
@@ -172,7 +257,9 @@ mod tests {
             ..message()
         };
         let frame: serde_json::Value = serde_json::from_str(
-            &Delivery::queue_message(mark, Position::start("e")).mozilla_frame("http://h:1"),
+            &Delivery::queue_message(mark, Position::start("e"))
+                .mozilla_frame("http://h:1")
+                .unwrap(),
         )
         .unwrap();
         assert_eq!(frame["body"], json!({"read": "k0"}));

@@ -13,9 +13,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{AppId, ChannelName, UserId};
+
 /// The name of one stream. Opaque to most code; built and parsed only here.
 ///
-/// Shapes: `t/<token id>` (a Mozilla token: all messages of its queues).
+/// Shapes: `t/<token id>` (a Mozilla token: all messages of its queues),
+/// `c/<app>/<channel>` (a channel), `u/<app>/<user id>` (a user's sockets).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct StreamKey(String);
@@ -25,6 +28,10 @@ pub struct StreamKey(String);
 pub enum StreamKind<'a> {
     /// A Mozilla token's stream, by token id (the SHA-256 the store keeps).
     MozillaToken(&'a str),
+    /// A channel of an app.
+    Channel { app: &'a str, channel: &'a str },
+    /// A user of an app (the user id may contain `/`).
+    User { app: &'a str, user: &'a str },
 }
 
 impl StreamKey {
@@ -33,12 +40,28 @@ impl StreamKey {
         StreamKey(format!("t/{token_id}"))
     }
 
+    /// The stream of a channel.
+    pub fn channel(app: &AppId, channel: &ChannelName) -> StreamKey {
+        StreamKey(format!("c/{app}/{channel}"))
+    }
+
+    /// The stream of a user's sockets.
+    pub fn user(app: &AppId, user: &UserId) -> StreamKey {
+        StreamKey(format!("u/{app}/{user}"))
+    }
+
     /// Parses what the key names; `None` for a key of an unknown kind (e.g. from a newer
     /// process in a mixed-version cluster).
     pub fn kind(&self) -> Option<StreamKind<'_>> {
         let (prefix, rest) = self.0.split_once('/')?;
+        let pair = || {
+            rest.split_once('/')
+                .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+        };
         match prefix {
             "t" if !rest.is_empty() => Some(StreamKind::MozillaToken(rest)),
+            "c" => pair().map(|(app, channel)| StreamKind::Channel { app, channel }),
+            "u" => pair().map(|(app, user)| StreamKind::User { app, user }),
             _ => None,
         }
     }
@@ -101,7 +124,24 @@ mod tests {
         assert_eq!(key.as_str(), "t/abc");
         assert_eq!(key.kind(), Some(StreamKind::MozillaToken("abc")));
         assert_eq!(key.routing_key(), "t/abc|");
-        for foreign in ["t/", "x/abc", "abc", ""] {
+        let app = AppId::parse("dev").unwrap();
+        let channel = StreamKey::channel(&app, &ChannelName::parse("news").unwrap());
+        assert_eq!(
+            channel.kind(),
+            Some(StreamKind::Channel {
+                app: "dev",
+                channel: "news"
+            })
+        );
+        let user = StreamKey::user(&app, &UserId::parse("a/b").unwrap());
+        assert_eq!(
+            user.kind(),
+            Some(StreamKind::User {
+                app: "dev",
+                user: "a/b"
+            })
+        );
+        for foreign in ["t/", "x/abc", "abc", "", "c/dev", "c//x", "u/dev/"] {
             assert_eq!(
                 StreamKey::from(foreign.to_owned()).kind(),
                 None,

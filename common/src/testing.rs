@@ -10,6 +10,7 @@ use crate::config::Config;
 pub fn loopback_config(dir: &Path) -> Config {
     let mut config = Config::default();
     config.store.sqlite_path = dir.join("herald.db");
+    config.store.sqlite_live_path = dir.join("herald-live.db");
     config.monitor.token_file = dir.join("monitor.token");
     // The processes' router addresses: free ports nobody binds unless the test does, so an
     // in-process test never talks to a development cluster's router on the default ports.

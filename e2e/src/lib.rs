@@ -335,6 +335,10 @@ pub fn cluster_env(dir: &Path, ports: &Ports) -> BTreeMap<String, String> {
         dir.join("herald.db").display().to_string(),
     );
     set(
+        "STORE__SQLITE_LIVE_PATH",
+        dir.join("herald-live.db").display().to_string(),
+    );
+    set(
         "MONITOR__TOKEN_FILE",
         dir.join("monitor.token").display().to_string(),
     );

@@ -3,7 +3,8 @@
 //! restarts reuse it) to every edge URL whose
 //! heartbeat is fresh, records the result in the store — `failures_before_down`
 //! consecutive failures mark the edge down, so `GET /nodes/` stops offering it, and one
-//! good check brings it back — and deletes rows of edges silent for `prune_after_ms`.
+//! good check brings it back — deletes rows (and presence) of edges silent for
+//! `prune_after_ms`, and deletes expired channel history and idempotency keys.
 //! It serves the last round as `/status` (JSON), `/` (a small HTML page), `/health` and
 //! `/metrics`.
 
@@ -17,7 +18,7 @@ use common::clock::{now_us, us_to_secs};
 use common::config::{Config, MonitorConfig, ms};
 use common::http::ServeOptions;
 use common::metrics::Metrics;
-use common::store::{NodeRecord, Store};
+use common::store::{NodeRecord, Queues, Stores};
 use common::token::{mozilla_token_id, new_mozilla_token, new_queue_id};
 use futures_util::future::join_all;
 use prometheus::{Histogram, IntCounterVec, IntGauge};
@@ -60,7 +61,7 @@ pub struct Snapshot {
 }
 
 struct MonitorState {
-    store: Arc<dyn Store>,
+    store: Stores,
     config: MonitorConfig,
     node_ttl_us: i64,
     /// The monitor's own Mozilla token, presented on every handshake.
@@ -85,7 +86,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Monitor> {
     let store = common::store::open(&config.store)
         .await
         .context("cannot open the store")?;
-    let token = own_token(store.as_ref(), &config.monitor.token_file).await?;
+    let token = own_token(&*store.queues, &config.monitor.token_file).await?;
     let listener = config.monitor.listen.bind_setting("monitor.listen").await?;
     let metrics = Metrics::new("monitor");
     let state = MonitorState {
@@ -148,7 +149,7 @@ impl Monitor {
 /// The token the monitor presents to edges: the one kept in `path` while the store still
 /// knows it, else a new one — written to `path` (mode 0600) before it is registered, so
 /// that however often the monitor restarts, it leaves at most one token behind.
-async fn own_token(store: &dyn Store, path: &Path) -> anyhow::Result<String> {
+async fn own_token(store: &dyn Queues, path: &Path) -> anyhow::Result<String> {
     let shown = path.display();
     match tokio::fs::read_to_string(path).await {
         Ok(text) => {
@@ -204,10 +205,15 @@ async fn round(state: &MonitorState) {
     let now = now_us();
     let prune_before =
         now.saturating_sub((state.config.prune_after_ms as i64).saturating_mul(1000));
-    if let Err(e) = state.store.prune_nodes(prune_before).await {
+    if let Err(e) = state.store.nodes.prune_nodes(prune_before).await {
         tracing::warn!(error = %e, "cannot prune the edge registry");
     }
-    let nodes = match state.store.nodes().await {
+    match state.store.channels.prune_channels(now).await {
+        Ok(0) => {}
+        Ok(pruned) => tracing::debug!(pruned, "pruned expired history and idempotency keys"),
+        Err(e) => tracing::warn!(error = %e, "cannot prune channel history"),
+    }
+    let nodes = match state.store.nodes.nodes().await {
         Ok(nodes) => nodes,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the edge registry");
@@ -226,6 +232,7 @@ async fn round(state: &MonitorState) {
     for (url, result) in urls.iter().zip(results) {
         if let Err(e) = state
             .store
+            .nodes
             .record_node_check(url, result.ok, now_us(), state.config.failures_before_down)
             .await
         {
@@ -235,7 +242,7 @@ async fn round(state: &MonitorState) {
             checks.insert((*url).to_owned(), result);
         }
     }
-    let nodes = state.store.nodes().await.unwrap_or(nodes);
+    let nodes = state.store.nodes.nodes().await.unwrap_or(nodes);
     publish(state, nodes, now, "ok".into());
 }
 

@@ -46,7 +46,7 @@ fn snapshot(state: &MonitorState) -> Snapshot {
 }
 
 async fn health(state: Arc<MonitorState>) -> Response {
-    let (status, detail) = match common::store::probe(&*state.store).await {
+    let (status, detail) = match state.store.probe().await {
         Ok(()) => (StatusCode::OK, "ok".to_owned()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e),
     };

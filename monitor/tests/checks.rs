@@ -43,7 +43,7 @@ async fn marks_unreachable_edges_down_and_keeps_live_ones() {
         started_us: now_us,
         now_us,
     };
-    store.upsert_node(&dead(now_us())).await.unwrap();
+    store.nodes.upsert_node(&dead(now_us())).await.unwrap();
 
     let monitor = monitor::bind(&config).await.unwrap();
     let http = format!("http://{}", monitor.local_addr().unwrap());
@@ -52,7 +52,7 @@ async fn marks_unreachable_edges_down_and_keeps_live_ones() {
     let start = Instant::now();
     let status = loop {
         // Keep the dead node's heartbeat fresh: only failed checks may take it down.
-        store.upsert_node(&dead(now_us())).await.unwrap();
+        store.nodes.upsert_node(&dead(now_us())).await.unwrap();
         let status: Value = reqwest::get(format!("{http}/status"))
             .await
             .unwrap()
@@ -128,7 +128,7 @@ async fn a_restarted_monitor_reuses_its_kept_token() {
     let kept = || std::fs::read_to_string(file).unwrap();
     let known = async |token: &str| {
         let id = mozilla_token_id(token).unwrap();
-        store.token_exists(&id).await.unwrap()
+        store.queues.token_exists(&id).await.unwrap()
     };
 
     drop(monitor::bind(&config).await.unwrap());

@@ -1,18 +1,28 @@
-//! The edge's HTTP side: `/health`, `/metrics`, and the WebSocket endpoints. A socket's
-//! token is checked before the upgrade, and a failure is answered as plain HTTP with a JSON
-//! body (401 unknown token, 503 draining or full), never as an opened-then-closed socket.
-//! Only the Mozilla dialect (`/socket`) exists so far; its legacy form without `?token=`
-//! authenticates with the first frame instead.
+//! The edge's HTTP side: `/health`, `/metrics`, and the WebSocket endpoints (SPEC §6):
+//! `/ws?token=T` (native), `/?token=T` (Socrate: native frames), `/push/socket?
+//! websocketToken=T` (VPush), `/socket?token=T` and `/` or `/socket` without a token
+//! (Mozilla; the legacy first frame `token: T` then authenticates).
+//!
+//! The opening handshake is checked as RFC 6455 §4.2.1 says — GET, HTTP/1.1 or later,
+//! `Upgrade: websocket`, `Connection` listing `Upgrade` among any others, exactly one
+//! `Sec-WebSocket-Key` that is base64 of 16 bytes, `Sec-WebSocket-Version: 13` (else 426
+//! naming 13) — and then the token, before the upgrade: a missing, malformed, forged,
+//! expired or revoked token gets 401, a valid one presented from the wrong `Origin` or
+//! address 403, a full or draining node 503, each as plain HTTP with a JSON body, never an
+//! opened-then-closed socket.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use base64::Engine;
 use bytes::Bytes;
 use common::clock::now_us;
 use common::http::{json_response, text_response};
+use common::jwt::{Grant, TokenError};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio_tungstenite::WebSocketStream;
@@ -20,113 +30,265 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::connection::{self, Auth};
+use crate::frames::Dialect;
+use crate::session::OpenError;
 use crate::{AuthError, EdgeState};
 
-/// Answers one HTTP request: an endpoint, or the start of a socket.
-pub(crate) async fn route(edge: Arc<EdgeState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, "/health") => health(&edge).await,
-        (&Method::GET, "/metrics") => text_response(
-            StatusCode::OK,
-            common::metrics::CONTENT_TYPE,
-            edge.metrics.render(),
-        ),
-        (_, "/socket" | "/socket/") => mozilla_socket(edge, req).await,
-        _ => error(StatusCode::NOT_FOUND, "not_found", "No such endpoint."),
+type Answer = Response<Full<Bytes>>;
+
+/// A handshake refused as plain HTTP: status, error code and message (JSON body), and the
+/// headers that go with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: &'static str,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: &'static str) -> Refusal {
+        Refusal {
+            status,
+            code,
+            message,
+        }
+    }
+
+    fn answer(&self) -> Answer {
+        let mut answer = error(self.status, self.code, self.message);
+        let headers = answer.headers_mut();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if self.status == StatusCode::UPGRADE_REQUIRED {
+            headers.insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+        }
+        answer
     }
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+/// Answers one HTTP request: an endpoint, or the start of a socket.
+pub(crate) async fn route(
+    edge: Arc<EdgeState>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Answer {
+    let token = |name| query_param(req.uri().query(), name);
+    let endpoint = match req.uri().path() {
+        "/health" if req.method() == Method::GET => return health(&edge).await,
+        "/metrics" if req.method() == Method::GET => {
+            return text_response(
+                StatusCode::OK,
+                common::metrics::CONTENT_TYPE,
+                edge.metrics.render(),
+            );
+        }
+        "/ws" | "/ws/" => Endpoint::Token(Dialect::Native, token("token")),
+        "/push/socket" | "/push/socket/" => {
+            Endpoint::Token(Dialect::VPush, token("websocketToken"))
+        }
+        "/socket" | "/socket/" => Endpoint::Mozilla(token("token")),
+        "/" => match token("token") {
+            Some(token) => Endpoint::Token(Dialect::Native, Some(token)),
+            None => Endpoint::Mozilla(None),
+        },
+        _ => return error(StatusCode::NOT_FOUND, "not_found", "No such endpoint."),
+    };
+    let key = match websocket_key(&req) {
+        Ok(key) => key,
+        Err(refusal) => return refusal.answer(),
+    };
+    if let Some(refusal) = capacity(&edge) {
+        return refusal.answer();
+    }
+    let auth = match endpoint {
+        Endpoint::Mozilla(token) => mozilla(&edge, token).await,
+        Endpoint::Token(dialect, token) => {
+            connection_token(&edge, &req, peer, dialect, token).await
+        }
+    };
+    match auth {
+        Ok(auth) => upgrade(edge, req, &key, auth),
+        Err(refusal) => refusal.answer(),
+    }
+}
+
+/// Which socket a request asks for.
+enum Endpoint {
+    /// A Mozilla token in the query, or none (first frame).
+    Mozilla(Option<String>),
+    /// A connection token (JWT), for sockets of `Dialect`.
+    Token(Dialect, Option<String>),
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Answer {
     json_response(
         status,
         &json!({"error": {"code": code, "message": message}}),
     )
 }
 
-/// `/socket?token=T` (or `/socket` + first frame `token: T`).
-async fn mozilla_socket(edge: Arc<EdgeState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET {
-        return error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "bad_request",
-            "Use GET with a WebSocket upgrade.",
-        );
-    }
-    let Some(key) = websocket_key(req.headers()) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "Expected a WebSocket upgrade (Upgrade: websocket, Sec-WebSocket-Version: 13).",
-        );
-    };
+fn unauthorized(edge: &EdgeState, message: &'static str) -> Refusal {
+    edge.metrics
+        .sockets
+        .with_label_values(&["unauthorized"])
+        .inc();
+    Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+}
+
+fn unavailable(message: &'static str) -> Refusal {
+    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+}
+
+/// 503 while draining or at the connection limit.
+fn capacity(edge: &EdgeState) -> Option<Refusal> {
     if edge.is_draining() {
         edge.metrics.sockets.with_label_values(&["draining"]).inc();
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "This node is draining; reconnect elsewhere.",
-        );
+        return Some(unavailable("This node is draining; reconnect elsewhere."));
     }
     if edge.hub.is_full() {
         edge.metrics.sockets.with_label_values(&["full"]).inc();
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "This node is at its connection limit.",
-        );
+        return Some(unavailable("This node is at its connection limit."));
     }
-    let auth = match query_param(req.uri().query(), "token") {
-        None => match edge.reserve_handshake() {
-            Some(slot) => Auth::FirstFrame(slot),
-            None => {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "This node is at its connection limit.",
-                );
-            }
-        },
-        Some(token) => match edge.authenticate(&token).await {
-            Ok((stream, head)) => match edge.register(&stream, &head) {
-                Some((conn, frames)) => Auth::Registered(conn, frames),
-                None => {
-                    return error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "This node is at its connection limit.",
-                    );
-                }
-            },
-            Err(AuthError::Unknown) => {
-                edge.metrics
-                    .sockets
-                    .with_label_values(&["unauthorized"])
-                    .inc();
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "Unknown or malformed token.",
-                );
-            }
-            Err(AuthError::Store) => {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "The store is unavailable; retry.",
-                );
-            }
-        },
+    None
+}
+
+fn opened(edge: &EdgeState, result: Result<Auth, OpenError>) -> Result<Auth, Refusal> {
+    result.map_err(|e| match e {
+        OpenError::Full if edge.is_draining() => {
+            unavailable("This node is draining; reconnect elsewhere.")
+        }
+        OpenError::Full => unavailable("This node is at its connection limit."),
+        OpenError::Store(e) => {
+            tracing::warn!(error = %e, "cannot open a session");
+            unavailable("The store is unavailable; retry.")
+        }
+    })
+}
+
+/// A Mozilla socket: with a token in the query it is checked now; without, it
+/// authenticates with its first frame.
+async fn mozilla(edge: &Arc<EdgeState>, token: Option<String>) -> Result<Auth, Refusal> {
+    let Some(token) = token else {
+        return edge
+            .reserve_handshake()
+            .map(Auth::FirstFrame)
+            .ok_or_else(|| unavailable("This node is at its connection limit."));
     };
-    upgrade(edge, req, &key, auth)
+    match edge.authenticate(&token).await {
+        Ok((key, head)) => opened(
+            edge,
+            edge.open_mozilla(&key, &head)
+                .map(|(session, frames)| Auth::Opened(Box::new(session), frames)),
+        ),
+        Err(AuthError::Unknown) => Err(unauthorized(edge, "Unknown or malformed token.")),
+        Err(AuthError::Store) => Err(unavailable("The store is unavailable; retry.")),
+    }
+}
+
+/// A connection token's socket: signature, expiry, revocation, `Origin`, peer address,
+/// per-user limit — then its session opens.
+async fn connection_token(
+    edge: &Arc<EdgeState>,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+    dialect: Dialect,
+    token: Option<String>,
+) -> Result<Auth, Refusal> {
+    let token = token.ok_or_else(|| unauthorized(edge, "A connection token is required."))?;
+    let grant = verify(edge, &token).await?;
+    if let Some(origin) = &grant.origin {
+        let presented = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok());
+        if !presented.is_some_and(|p| same_origin(p, origin)) {
+            return Err(forbidden(edge, "This token is bound to another Origin."));
+        }
+    }
+    if let Some(ip) = grant.source_ip
+        && !same_ip(ip, peer.ip())
+    {
+        return Err(forbidden(
+            edge,
+            "This token is bound to another source address.",
+        ));
+    }
+    if edge.user_sockets(&grant) >= edge.config.max_user_connections {
+        edge.metrics
+            .sockets
+            .with_label_values(&["user_limit"])
+            .inc();
+        return Err(Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "Too many sockets of this user on this node.",
+        ));
+    }
+    let result = edge
+        .open_token(grant, dialect)
+        .await
+        .map(|(session, frames)| Auth::Opened(Box::new(session), frames));
+    opened(edge, result)
+}
+
+fn forbidden(edge: &EdgeState, message: &'static str) -> Refusal {
+    edge.metrics.sockets.with_label_values(&["forbidden"]).inc();
+    Refusal::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+/// A valid, unrevoked token's grant; else the 401 (or 503) to answer.
+async fn verify(edge: &EdgeState, token: &str) -> Result<Grant, Refusal> {
+    let now = now_us() as f64 / 1e6;
+    let grant = common::jwt::verify(&edge.services.apps, token, now).map_err(|e| {
+        let message = match e {
+            TokenError::Expired => "The token has expired.",
+            _ => "Invalid token.",
+        };
+        tracing::debug!(error = %e, "token refused");
+        unauthorized(edge, message)
+    })?;
+    match edge
+        .services
+        .stores
+        .revocations
+        .not_before(&grant.app, &grant.user)
+        .await
+    {
+        Ok(Some(not_before)) if grant.issued_us < not_before => Err(unauthorized(
+            edge,
+            "The token was revoked (the user was logged out).",
+        )),
+        Ok(_) => Ok(grant),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check revocations");
+            Err(unavailable("The store is unavailable; retry."))
+        }
+    }
+}
+
+/// Origins compare as RFC 6454 serializations: scheme and host case-insensitively, no
+/// trailing slash.
+fn same_origin(presented: &str, bound: &str) -> bool {
+    presented
+        .trim_end_matches('/')
+        .eq_ignore_ascii_case(bound.trim_end_matches('/'))
+}
+
+/// Addresses compare with IPv4-mapped IPv6 read as IPv4.
+fn same_ip(bound: IpAddr, peer: IpAddr) -> bool {
+    let canonical = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    canonical(bound) == canonical(peer)
 }
 
 /// Answers 101 and hands the upgraded connection to a socket task.
-fn upgrade(
-    edge: Arc<EdgeState>,
-    req: Request<Incoming>,
-    key: &str,
-    auth: Auth,
-) -> Response<Full<Bytes>> {
+fn upgrade(edge: Arc<EdgeState>, req: Request<Incoming>, key: &str, auth: Auth) -> Answer {
     let task_edge = edge.clone();
     edge.sockets.spawn(async move {
         match hyper::upgrade::on(req).await {
@@ -139,8 +301,8 @@ fn upgrade(
             }
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade failed");
-                if let Auth::Registered(conn, _) = &auth {
-                    task_edge.unregister(conn);
+                if let Auth::Opened(session, _) = auth {
+                    session.close(&task_edge);
                 }
             }
         }
@@ -156,30 +318,69 @@ fn upgrade(
     response
 }
 
-/// The `Sec-WebSocket-Key` of a valid RFC 6455 upgrade request.
-fn websocket_key(headers: &HeaderMap) -> Option<String> {
-    let has_token = |name: header::HeaderName, token: &str| {
-        headers.get_all(name).iter().any(|v| {
-            v.to_str().is_ok_and(|s| {
-                s.split(',')
-                    .any(|part| part.trim().eq_ignore_ascii_case(token))
-            })
-        })
-    };
-    let version_ok = headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_some_and(|v| v == "13");
-    if !(has_token(header::UPGRADE, "websocket")
-        && has_token(header::CONNECTION, "upgrade")
-        && version_ok)
-    {
-        return None;
+/// The `Sec-WebSocket-Key` of a valid RFC 6455 opening handshake, or the refusal.
+fn websocket_key<B>(req: &Request<B>) -> Result<String, Refusal> {
+    if req.method() != Method::GET {
+        return Err(Refusal::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "bad_request",
+            "Use GET with a WebSocket upgrade.",
+        ));
     }
-    headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .and_then(|v| v.to_str().ok())
-        .filter(|k| !k.is_empty())
-        .map(str::to_owned)
+    if req.version() < Version::HTTP_11 {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "A WebSocket handshake needs HTTP/1.1 or later.",
+        ));
+    }
+    let headers = req.headers();
+    if !(has_token(headers, header::UPGRADE, "websocket")
+        && has_token(headers, header::CONNECTION, "upgrade"))
+    {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Expected a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade).",
+        ));
+    }
+    let versions: Vec<&HeaderValue> = headers
+        .get_all(header::SEC_WEBSOCKET_VERSION)
+        .iter()
+        .collect();
+    if versions.len() != 1 || versions[0] != "13" {
+        return Err(Refusal::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "bad_request",
+            "Only WebSocket version 13 (RFC 6455) is supported.",
+        ));
+    }
+    let keys: Vec<&HeaderValue> = headers.get_all(header::SEC_WEBSOCKET_KEY).iter().collect();
+    let key = match keys.as_slice() {
+        [key] => key.to_str().ok().map(str::trim),
+        _ => None,
+    };
+    let decoded_len = key
+        .and_then(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
+        .map(|d| d.len());
+    match (key, decoded_len) {
+        (Some(key), Some(16)) => Ok(key.to_owned()),
+        _ => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Sec-WebSocket-Key must appear once and be the base64 of 16 bytes.",
+        )),
+    }
+}
+
+/// Whether a comma-separated header lists `token` (case-insensitively).
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|part| part.trim().eq_ignore_ascii_case(token))
+        })
+    })
 }
 
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
@@ -188,8 +389,8 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 }
 
 /// 200 when the store answers and a router stream is live (and not draining); else 503.
-async fn health(edge: &EdgeState) -> Response<Full<Bytes>> {
-    let store = common::store::probe(&*edge.store).await;
+async fn health(edge: &EdgeState) -> Answer {
+    let store = edge.services.stores.probe().await;
     let now = now_us();
     let silence_us = (edge.config.router_silence_ms as i64).saturating_mul(1000);
     let routers: Vec<_> = edge
@@ -231,40 +432,80 @@ async fn health(edge: &EdgeState) -> Response<Full<Bytes>> {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
+    fn request(pairs: &[(&'static str, &'static str)]) -> Request<()> {
+        let mut builder = Request::builder().method(Method::GET).uri("/ws");
         for (k, v) in pairs {
-            map.append(*k, HeaderValue::from_static(v));
+            builder = builder.header(*k, *v);
         }
-        map
+        builder.body(()).unwrap()
     }
 
+    const GOOD: [(&str, &str); 4] = [
+        ("upgrade", "websocket"),
+        ("connection", "keep-alive, Upgrade"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
     #[test]
-    fn recognises_only_complete_upgrades() {
-        let good = [
-            ("upgrade", "websocket"),
-            ("connection", "keep-alive, Upgrade"),
-            ("sec-websocket-version", "13"),
-            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-        ];
+    fn recognises_only_valid_opening_handshakes() {
         assert_eq!(
-            websocket_key(&headers(&good)).as_deref(),
-            Some("dGhlIHNhbXBsZSBub25jZQ==")
+            websocket_key(&request(&GOOD)).unwrap(),
+            "dGhlIHNhbXBsZSBub25jZQ=="
         );
-        for skip in 0..good.len() {
-            let partial: Vec<_> = good
+        for (skip, missing) in GOOD.iter().enumerate() {
+            let partial: Vec<_> = GOOD
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| *i != skip)
                 .map(|(_, p)| *p)
                 .collect();
-            assert_eq!(
-                websocket_key(&headers(&partial)),
-                None,
-                "without {:?}",
-                good[skip]
+            assert!(
+                websocket_key(&request(&partial)).is_err(),
+                "without {missing:?}"
             );
         }
+    }
+
+    #[test]
+    fn keys_must_be_one_base64_of_16_bytes() {
+        let with_key = |keys: &[&'static str]| {
+            let mut pairs: Vec<_> = GOOD[..3].to_vec();
+            pairs.extend(keys.iter().map(|k| ("sec-websocket-key", *k)));
+            websocket_key(&request(&pairs))
+        };
+        assert_eq!(with_key(&["x"]).unwrap_err().status, 400);
+        assert_eq!(
+            with_key(&["AAAAAAAAAAA="]).unwrap_err().status,
+            400,
+            "8 bytes"
+        );
+        assert_eq!(
+            with_key(&["dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25jZQ=="])
+                .unwrap_err()
+                .status,
+            400,
+            "two keys"
+        );
+    }
+
+    #[test]
+    fn other_versions_get_426_naming_13() {
+        let mut pairs = GOOD.to_vec();
+        pairs[2] = ("sec-websocket-version", "8");
+        let answer = websocket_key(&request(&pairs)).unwrap_err().answer();
+        assert_eq!(answer.status(), 426);
+        assert_eq!(answer.headers()["sec-websocket-version"], "13");
+    }
+
+    #[test]
+    fn origins_and_addresses_compare_canonically() {
+        assert!(same_origin("https://App.example", "https://app.example/"));
+        assert!(!same_origin("https://evil.example", "https://app.example"));
+        let v4: IpAddr = "127.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(same_ip(v4, mapped));
+        assert!(!same_ip(v4, "127.0.0.2".parse().unwrap()));
     }
 
     #[test]

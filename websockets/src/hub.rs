@@ -1,14 +1,16 @@
 //! The edge's local index: which sockets of this process follow which stream, where each
 //! stream stands, and the bounded outbound queue of each socket.
 //!
-//! A stream here (a Mozilla token's messages, SPEC §7) has one cursor: the offset of the
-//! last entry handed to its sockets. An entry is handed over only when its offset is the
-//! cursor + 1, under the stream's lock, so every socket gets a stream's entries once and in
-//! order whether they come live from a router or from the store (recovery): older offsets
-//! are duplicates and dropped, newer ones are parked (bounded) until the gap before them
-//! fills — usually within moments, when two API processes or two tasks published out of
-//! order — or until recovery reads the gap from the store. Correctness never depends on a
-//! memory of recent message ids.
+//! A resumable stream here (a Mozilla token's messages, a channel with history; SPEC §7)
+//! has one cursor: the offset of the last entry handed to its sockets. An entry is handed
+//! over only when its offset is the cursor + 1, under the stream's lock, so every socket
+//! gets a stream's entries once and in order whether they come live from a router or from
+//! the store (recovery): older offsets are duplicates and dropped, newer ones are parked
+//! (bounded) until the gap before them fills — usually within moments, when two API
+//! processes or two tasks published out of order — or until recovery reads the gap from
+//! the store. Correctness never depends on a memory of recent message ids. An ephemeral
+//! stream (a channel without history, a user's sockets) has no cursor: its entries are
+//! handed over as they come, at most once.
 //!
 //! Delivery never waits on a socket: a frame goes into the socket's queue or, when the
 //! queue is over either bound (frames or bytes), the socket is told to close with 4008
@@ -22,10 +24,14 @@ use common::stream::{Position, StreamKey};
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::frames::{Dialect, Rendered};
+
 /// Close codes the hub asks sockets to close with.
 pub mod close_code {
     /// Node draining: reconnect elsewhere.
     pub const GOING_AWAY: u16 = 1001;
+    /// Force logout.
+    pub const LOGGED_OUT: u16 = 4003;
     /// Outbound queue over its bound.
     pub const SLOW_CONSUMER: u16 = 4008;
     /// The socket missed more than recovery replays (Mozilla dialect): reconnect and
@@ -45,10 +51,15 @@ pub struct QueueLimits {
 /// One live socket as the hub sees it.
 pub struct Conn {
     pub id: u64,
+    pub dialect: Dialect,
+    /// When its token was issued (µs; 0 for Mozilla tokens): a force logout closes the
+    /// sockets whose tokens are older than it.
+    pub issued_us: i64,
     /// The streams this socket follows (keys into the hub's index).
     streams: Mutex<Vec<StreamKey>>,
     outbound: mpsc::Sender<Utf8Bytes>,
     queued_bytes: AtomicUsize,
+    limits: QueueLimits,
     close_code: AtomicU16,
     closing: Notify,
     /// Counted in the hub until `unregister`.
@@ -80,10 +91,21 @@ impl Conn {
         self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
     }
 
+    /// Queues a frame of the socket's own (welcome, error, replay) under the same bounds
+    /// as deliveries; false if it could not be queued.
+    pub fn send(&self, frame: Utf8Bytes) -> bool {
+        self.offer(&frame) == Offer::Queued
+    }
+
+    /// Whether the socket follows `key`.
+    pub fn follows(&self, key: &StreamKey) -> bool {
+        self.streams.lock().is_ok_and(|s| s.contains(key))
+    }
+
     /// Queues a frame without waiting.
-    fn offer(&self, frame: &Utf8Bytes, limits: QueueLimits) -> Offer {
+    fn offer(&self, frame: &Utf8Bytes) -> Offer {
         let len = frame.len();
-        if self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len > limits.bytes {
+        if self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len > self.limits.bytes {
             self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
             self.close(close_code::SLOW_CONSUMER);
             return Offer::Overflow;
@@ -149,7 +171,7 @@ pub enum Live {
 }
 
 impl Live {
-    /// The `outcome` label of `live_deliveries_total`.
+    /// The `outcome` label of `live_entries_total`.
     pub fn label(&self) -> &'static str {
         match self {
             Live::NotHere => "not_here",
@@ -165,11 +187,23 @@ impl Live {
 /// Where a stream stands on this edge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
-    pub epoch: String,
+    /// `None` for an ephemeral stream.
+    pub epoch: Option<String>,
     /// Offset of the last entry handed over.
     pub offset: u64,
     /// Some entry after a gap is parked.
     pub gap: bool,
+}
+
+/// How a socket joined a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Join {
+    /// Following it now; `new` when this edge did not follow the stream before (a
+    /// recovery check should confirm nothing slipped by).
+    Following { new: bool },
+    /// The edge already handed over entries up to `cursor`, after the offset the socket
+    /// has: it must first get those from the store.
+    Behind { cursor: u64 },
 }
 
 /// A socket following a stream, and from which offset on it wants entries.
@@ -180,21 +214,29 @@ struct Subscriber {
 }
 
 struct StreamState {
-    epoch: String,
+    /// `None`: ephemeral, entries handed over as they come.
+    epoch: Option<String>,
     cursor: u64,
-    parked: BTreeMap<u64, Utf8Bytes>,
+    parked: BTreeMap<u64, Arc<Rendered>>,
     subscribers: Vec<Subscriber>,
 }
 
 impl StreamState {
-    /// Hands `frame` (the entry at `offset`) to every subscriber that wants it.
-    fn fan_out(&self, offset: u64, frame: &Utf8Bytes, limits: QueueLimits) -> Fanout {
+    /// Hands `rendered` (the entry at `offset`; 0 for an ephemeral one) to every
+    /// subscriber that wants it, in its dialect.
+    fn fan_out(&self, offset: u64, rendered: &Rendered) -> Fanout {
         let mut fanout = Fanout {
             entries: 1,
             ..Fanout::default()
         };
-        for sub in self.subscribers.iter().filter(|s| offset > s.after) {
-            match sub.conn.offer(frame, limits) {
+        for sub in &self.subscribers {
+            if (offset != 0 && offset <= sub.after) || rendered.skip == Some(sub.conn.id) {
+                continue;
+            }
+            let Some(frame) = rendered.frame(sub.conn.dialect) else {
+                continue;
+            };
+            match sub.conn.offer(frame) {
                 Offer::Queued => fanout.queued += 1,
                 Offer::Overflow => fanout.overflowed += 1,
                 Offer::Gone => {}
@@ -205,16 +247,16 @@ impl StreamState {
 
     /// Hands over the entry at `offset` (which must be after the cursor) and moves the
     /// cursor to it, then whatever parked entries follow without a gap.
-    fn advance(&mut self, offset: u64, frame: &Utf8Bytes, limits: QueueLimits) -> Fanout {
-        let mut fanout = self.fan_out(offset, frame, limits);
+    fn advance(&mut self, offset: u64, rendered: &Rendered) -> Fanout {
+        let mut fanout = self.fan_out(offset, rendered);
         self.cursor = offset;
         while let Some(entry) = self.parked.first_entry() {
             if *entry.key() > self.cursor + 1 {
                 break;
             }
-            let (next, frame) = entry.remove_entry();
+            let (next, rendered) = entry.remove_entry();
             if next == self.cursor + 1 {
-                fanout.add(self.fan_out(next, &frame, limits));
+                fanout.add(self.fan_out(next, &rendered));
                 self.cursor = next;
             }
         }
@@ -222,9 +264,11 @@ impl StreamState {
     }
 }
 
+type Entry = Arc<Mutex<StreamState>>;
+
 /// Every socket of this process, by the streams they follow.
 pub struct Hub {
-    streams: RwLock<HashMap<StreamKey, Arc<Mutex<StreamState>>>>,
+    streams: RwLock<HashMap<StreamKey, Entry>>,
     count: AtomicUsize,
     next_id: AtomicU64,
     limits: QueueLimits,
@@ -261,7 +305,11 @@ impl Hub {
 
     /// Registers a socket (following nothing yet); `None` at the connection limit or once
     /// draining.
-    pub fn register(&self) -> Option<(Arc<Conn>, mpsc::Receiver<Utf8Bytes>)> {
+    pub fn register(
+        &self,
+        dialect: Dialect,
+        issued_us: i64,
+    ) -> Option<(Arc<Conn>, mpsc::Receiver<Utf8Bytes>)> {
         if self.closed.load(Ordering::Acquire) {
             return None;
         }
@@ -272,9 +320,12 @@ impl Hub {
         let (outbound, frames) = mpsc::channel(self.limits.frames);
         let conn = Arc::new(Conn {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            dialect,
+            issued_us,
             streams: Mutex::new(Vec::new()),
             outbound,
             queued_bytes: AtomicUsize::new(0),
+            limits: self.limits,
             close_code: AtomicU16::new(0),
             closing: Notify::new(),
             registered: AtomicBool::new(true),
@@ -283,28 +334,56 @@ impl Hub {
     }
 
     /// Makes `conn` follow `key` from `head` on (the stream's position when the socket
-    /// subscribed: it gets the entries after it). True when this edge did not follow the
-    /// stream before: its cursor starts at `head`, and a recovery check should confirm
+    /// subscribed: it gets the entries after it; `None` for an ephemeral stream). True
+    /// when this edge did not follow the stream before, so a recovery check should confirm
     /// that no entry slipped past in between.
-    pub fn subscribe(&self, conn: &Arc<Conn>, key: &StreamKey, head: &Position) -> bool {
+    pub fn subscribe(&self, conn: &Arc<Conn>, key: &StreamKey, head: Option<&Position>) -> bool {
+        let after = head.map_or(0, |h| h.offset);
+        matches!(
+            self.join(conn, key, head, after),
+            Join::Following { new: true }
+        )
+    }
+
+    /// Makes `conn` follow `key` if it is not behind: it has every entry up to `after`
+    /// (read from the store), and the stream's head was `head` when that began.
+    pub fn join(
+        &self,
+        conn: &Arc<Conn>,
+        key: &StreamKey,
+        head: Option<&Position>,
+        after: u64,
+    ) -> Join {
         let Ok(mut map) = self.streams.write() else {
-            return false;
+            return Join::Following { new: false };
         };
-        let mut created = false;
+        let mut new = false;
         let entry = map.entry(key.clone()).or_insert_with(|| {
-            created = true;
+            new = true;
             Arc::new(Mutex::new(StreamState {
-                epoch: head.epoch.clone(),
-                cursor: head.offset,
+                epoch: head.map(|h| h.epoch.clone()),
+                cursor: after,
                 parked: BTreeMap::new(),
                 subscribers: Vec::new(),
             }))
         });
         if let Ok(mut state) = entry.lock() {
+            if state.epoch.is_none() && head.is_some() {
+                // Followed as ephemeral so far; it keeps history now: adopt its position.
+                state.epoch = head.map(|h| h.epoch.clone());
+                state.cursor = after;
+            }
+            let same_epoch =
+                state.epoch.is_some() && state.epoch.as_deref() == head.map(|h| h.epoch.as_str());
+            if same_epoch && after < state.cursor {
+                return Join::Behind {
+                    cursor: state.cursor,
+                };
+            }
             // A head from another epoch than the edge's (a reset the edge has not seen
             // yet) says nothing about its offsets: take everything.
-            let after = if state.epoch == head.epoch {
-                head.offset
+            let after = if same_epoch || head.is_none() {
+                after
             } else {
                 0
             };
@@ -321,7 +400,24 @@ impl Hub {
         if self.is_closed() {
             conn.close(close_code::GOING_AWAY);
         }
-        created
+        Join::Following { new }
+    }
+
+    /// Stops `conn` following `key`; false if it did not.
+    pub fn unsubscribe(&self, conn: &Conn, key: &StreamKey) -> bool {
+        let followed = conn
+            .streams
+            .lock()
+            .map(|mut s| {
+                let before = s.len();
+                s.retain(|k| k != key);
+                s.len() < before
+            })
+            .unwrap_or(false);
+        if followed {
+            self.leave(conn, std::slice::from_ref(key));
+        }
+        followed
     }
 
     /// Removes a socket from every stream it follows (idempotent).
@@ -331,25 +427,30 @@ impl Hub {
             .lock()
             .map(|mut s| std::mem::take(&mut *s))
             .unwrap_or_default();
-        if let Ok(mut map) = self.streams.write() {
-            for key in keys {
-                let empty = map.get(&key).is_some_and(|entry| {
-                    entry.lock().is_ok_and(|mut state| {
-                        state.subscribers.retain(|s| s.conn.id != conn.id);
-                        state.subscribers.is_empty()
-                    })
-                });
-                if empty {
-                    map.remove(&key);
-                }
-            }
-        }
+        self.leave(conn, &keys);
         if conn.registered.swap(false, Ordering::AcqRel) {
             self.count.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
-    fn entry(&self, key: &StreamKey) -> Option<Arc<Mutex<StreamState>>> {
+    fn leave(&self, conn: &Conn, keys: &[StreamKey]) {
+        let Ok(mut map) = self.streams.write() else {
+            return;
+        };
+        for key in keys {
+            let empty = map.get(key).is_some_and(|entry| {
+                entry.lock().is_ok_and(|mut state| {
+                    state.subscribers.retain(|s| s.conn.id != conn.id);
+                    state.subscribers.is_empty()
+                })
+            });
+            if empty {
+                map.remove(key);
+            }
+        }
+    }
+
+    fn entry(&self, key: &StreamKey) -> Option<Entry> {
         self.streams.read().ok()?.get(key).cloned()
     }
 
@@ -361,24 +462,24 @@ impl Hub {
             .unwrap_or(false)
     }
 
-    /// Offers a delivery that just arrived from a router; `position` is `None` for an
-    /// ephemeral one, which is handed over at once.
-    pub fn offer_live(
-        &self,
-        key: &StreamKey,
-        position: Option<&Position>,
-        frame: Utf8Bytes,
-    ) -> Live {
+    /// Offers a delivery that just arrived from a router.
+    pub fn offer_live(&self, rendered: Arc<Rendered>) -> Live {
+        let key = &rendered.delivery.stream;
         let Some(entry) = self.entry(key) else {
             return Live::NotHere;
         };
         let Ok(mut state) = entry.lock() else {
             return Live::NotHere;
         };
-        let Some(position) = position else {
-            return Live::Delivered(state.fan_out(0, &frame, self.limits));
+        let Some(position) = &rendered.delivery.position else {
+            return Live::Delivered(state.fan_out(0, &rendered));
         };
-        if position.epoch != state.epoch {
+        let Some(epoch) = &state.epoch else {
+            // An ephemeral stream gained history: follow its positions from here.
+            state.epoch = Some(position.epoch.clone());
+            return Live::Delivered(state.advance(position.offset, &rendered));
+        };
+        if *epoch != position.epoch {
             return Live::OtherEpoch;
         }
         let offset = position.offset;
@@ -386,7 +487,7 @@ impl Hub {
             return Live::Duplicate;
         }
         if offset == state.cursor + 1 {
-            return Live::Delivered(state.advance(offset, &frame, self.limits));
+            return Live::Delivered(state.advance(offset, &rendered));
         }
         if state.parked.contains_key(&offset) {
             return Live::Duplicate;
@@ -395,7 +496,7 @@ impl Hub {
             return Live::ParkFull;
         }
         let first = state.parked.is_empty();
-        state.parked.insert(offset, frame);
+        state.parked.insert(offset, rendered);
         Live::Parked { first }
     }
 
@@ -418,7 +519,7 @@ impl Hub {
         &self,
         key: &StreamKey,
         epoch: &str,
-        entries: impl IntoIterator<Item = (u64, Utf8Bytes)>,
+        entries: impl IntoIterator<Item = (u64, Arc<Rendered>)>,
     ) -> Fanout {
         let mut fanout = Fanout::default();
         let Some(entry) = self.entry(key) else {
@@ -427,35 +528,71 @@ impl Hub {
         let Ok(mut state) = entry.lock() else {
             return fanout;
         };
-        if state.epoch != epoch {
+        if state.epoch.as_deref() != Some(epoch) {
             return fanout;
         }
-        for (offset, frame) in entries {
+        for (offset, rendered) in entries {
             if offset > state.cursor {
-                fanout.add(state.advance(offset, &frame, self.limits));
+                fanout.add(state.advance(offset, &rendered));
             }
         }
         fanout
     }
 
     /// Gives up on the entries between the cursor and `head`: moves the cursor there (in
-    /// `head`'s epoch), forgets what is parked, and asks every socket of the stream to
-    /// close with `code` so its client re-reads what it missed. How many sockets.
-    pub fn skip_to(&self, key: &StreamKey, head: &Position, code: u16) -> usize {
+    /// `head`'s epoch), forgets what is parked, and tells every socket of the stream: a
+    /// native socket gets `resync` (`resync` renders it), any other is asked to close
+    /// with `code` so its client re-reads what it missed. How many sockets.
+    pub fn skip_to(
+        &self,
+        key: &StreamKey,
+        head: &Position,
+        code: u16,
+        resync: &Utf8Bytes,
+    ) -> usize {
         let Some(entry) = self.entry(key) else {
             return 0;
         };
         let Ok(mut state) = entry.lock() else {
             return 0;
         };
-        state.epoch = head.epoch.clone();
+        state.epoch = Some(head.epoch.clone());
         state.cursor = head.offset;
         state.parked.clear();
         for sub in &mut state.subscribers {
             sub.after = head.offset;
-            sub.conn.close(code);
+            tell_resync(&sub.conn, code, resync);
         }
         state.subscribers.len()
+    }
+
+    /// Tells every socket of an ephemeral stream that it may have missed entries (nothing
+    /// can be replayed); how many sockets.
+    pub fn resync_ephemeral(&self, key: &StreamKey, resync: &Utf8Bytes) -> usize {
+        let Some(entry) = self.entry(key) else {
+            return 0;
+        };
+        let Ok(state) = entry.lock() else {
+            return 0;
+        };
+        if state.epoch.is_some() {
+            return 0;
+        }
+        for sub in &state.subscribers {
+            tell_resync(&sub.conn, close_code::RESYNC, resync);
+        }
+        state.subscribers.len()
+    }
+
+    /// Follows a stream that was ephemeral here from `head` on (its history was turned on).
+    pub fn join_head(&self, key: &StreamKey, head: &Position) {
+        if let Some(entry) = self.entry(key)
+            && let Ok(mut state) = entry.lock()
+            && state.epoch.is_none()
+        {
+            state.epoch = Some(head.epoch.clone());
+            state.cursor = head.offset;
+        }
     }
 
     /// Follows `key` in a new `epoch` from its start: the stream was reset (recreated, or
@@ -463,15 +600,43 @@ impl Hub {
     pub fn reset_epoch(&self, key: &StreamKey, epoch: &str) {
         if let Some(entry) = self.entry(key)
             && let Ok(mut state) = entry.lock()
-            && state.epoch != epoch
+            && state.epoch.as_deref() != Some(epoch)
         {
-            state.epoch = epoch.to_owned();
+            state.epoch = Some(epoch.to_owned());
             state.cursor = 0;
             state.parked.clear();
             for sub in &mut state.subscribers {
                 sub.after = 0;
             }
         }
+    }
+
+    /// Closes (4003) the sockets following `key` whose tokens were issued before
+    /// `before_us`; how many.
+    pub fn logout(&self, key: &StreamKey, before_us: i64) -> usize {
+        let Some(entry) = self.entry(key) else {
+            return 0;
+        };
+        let Ok(state) = entry.lock() else {
+            return 0;
+        };
+        let mut closed = 0;
+        for sub in state
+            .subscribers
+            .iter()
+            .filter(|s| s.conn.issued_us < before_us)
+        {
+            sub.conn.close(close_code::LOGGED_OUT);
+            closed += 1;
+        }
+        closed
+    }
+
+    /// How many sockets here follow `key`.
+    pub fn subscriber_count(&self, key: &StreamKey) -> usize {
+        self.entry(key)
+            .and_then(|e| e.lock().ok().map(|s| s.subscribers.len()))
+            .unwrap_or(0)
     }
 
     /// The streams some socket here follows.
@@ -501,9 +666,20 @@ impl Hub {
     }
 }
 
+/// A native socket gets the `resync` frame; others are closed with `code`.
+fn tell_resync(conn: &Conn, code: u16, resync: &Utf8Bytes) {
+    match conn.dialect {
+        Dialect::Native => {
+            conn.offer(resync);
+        }
+        Dialect::Mozilla | Dialect::VPush => conn.close(code),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use common::message::{Delivery, QueueBody, QueueMessage};
 
     const LIMITS: QueueLimits = QueueLimits {
         frames: 100,
@@ -513,10 +689,6 @@ mod tests {
 
     fn hub(limits: QueueLimits) -> Hub {
         Hub::new(limits, 3)
-    }
-
-    fn frame(text: &str) -> Utf8Bytes {
-        Utf8Bytes::from(text.to_owned())
     }
 
     fn at(offset: u64) -> Position {
@@ -530,52 +702,74 @@ mod tests {
         StreamKey::mozilla_token(name)
     }
 
+    /// An entry of token stream `token` whose Mozilla frame's title is `title`.
+    fn entry(token: &str, position: Position, title: &str) -> Arc<Rendered> {
+        let message = QueueMessage {
+            key: title.into(),
+            queue: "q".into(),
+            token: token.into(),
+            created_us: 0,
+            body: QueueBody {
+                title: Some(title.into()),
+                ..QueueBody::default()
+            },
+        };
+        Arc::new(Rendered::new(
+            Delivery::queue_message(message, position),
+            None,
+            "",
+        ))
+    }
+
+    fn register(hub: &Hub) -> (Arc<Conn>, mpsc::Receiver<Utf8Bytes>) {
+        hub.register(Dialect::Mozilla, 0).unwrap()
+    }
+
     fn drain(rx: &mut mpsc::Receiver<Utf8Bytes>) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(f) = rx.try_recv() {
-            out.push(f.as_str().to_owned());
+            let frame: serde_json::Value = serde_json::from_str(f.as_str()).unwrap();
+            out.push(frame["key"].as_str().unwrap().to_owned());
         }
         out
     }
 
-    fn live(hub: &Hub, stream: &StreamKey, offset: u64) -> Live {
-        hub.offer_live(stream, Some(&at(offset)), frame(&offset.to_string()))
+    fn live(hub: &Hub, stream: &str, offset: u64) -> Live {
+        hub.offer_live(entry(stream, at(offset), &offset.to_string()))
     }
 
     #[test]
     fn delivers_in_order_once_to_every_follower_of_the_stream() {
         let hub = hub(LIMITS);
-        let t = key("t");
-        let (a, mut rx_a) = hub.register().unwrap();
-        let (b, mut rx_b) = hub.register().unwrap();
-        let (c, mut rx_c) = hub.register().unwrap();
-        assert!(hub.subscribe(&a, &t, &at(0)));
-        assert!(!hub.subscribe(&b, &t, &at(0)));
-        hub.subscribe(&c, &key("other"), &at(0));
-        assert!(matches!(live(&hub, &t, 1), Live::Delivered(f) if f.queued == 2));
-        assert_eq!(live(&hub, &t, 1), Live::Duplicate, "a repeat is dropped");
+        let (a, mut rx_a) = register(&hub);
+        let (b, mut rx_b) = register(&hub);
+        let (c, mut rx_c) = register(&hub);
+        assert!(hub.subscribe(&a, &key("t"), Some(&at(0))));
+        assert!(!hub.subscribe(&b, &key("t"), Some(&at(0))));
+        hub.subscribe(&c, &key("other"), Some(&at(0)));
+        assert!(matches!(live(&hub, "t", 1), Live::Delivered(f) if f.queued == 2));
+        assert_eq!(live(&hub, "t", 1), Live::Duplicate, "a repeat is dropped");
         assert_eq!(drain(&mut rx_a), ["1"]);
         assert_eq!(drain(&mut rx_b), ["1"]);
         assert!(drain(&mut rx_c).is_empty());
-        assert_eq!(live(&hub, &key("nobody"), 1), Live::NotHere);
+        assert_eq!(live(&hub, "nobody", 1), Live::NotHere);
     }
 
     #[test]
     fn out_of_order_entries_wait_for_the_gap_then_flow_in_order() {
         let hub = hub(LIMITS);
-        let t = key("t");
-        let (a, mut rx) = hub.register().unwrap();
-        hub.subscribe(&a, &t, &at(10));
-        assert_eq!(live(&hub, &t, 13), Live::Parked { first: true });
-        assert_eq!(live(&hub, &t, 12), Live::Parked { first: false });
-        assert_eq!(live(&hub, &t, 13), Live::Duplicate, "already parked");
-        assert!(hub.cursor(&t).unwrap().gap);
-        assert!(matches!(live(&hub, &t, 11), Live::Delivered(f) if f.entries == 3));
+        let (a, mut rx) = register(&hub);
+        hub.subscribe(&a, &key("t"), Some(&at(10)));
+        assert_eq!(live(&hub, "t", 13), Live::Parked { first: true });
+        assert_eq!(live(&hub, "t", 12), Live::Parked { first: false });
+        assert_eq!(live(&hub, "t", 13), Live::Duplicate, "already parked");
+        assert!(hub.cursor(&key("t")).unwrap().gap);
+        assert!(matches!(live(&hub, "t", 11), Live::Delivered(f) if f.entries == 3));
         assert_eq!(drain(&mut rx), ["11", "12", "13"]);
         assert_eq!(
-            hub.cursor(&t).unwrap(),
+            hub.cursor(&key("t")).unwrap(),
             Cursor {
-                epoch: "e".into(),
+                epoch: Some("e".into()),
                 offset: 13,
                 gap: false
             }
@@ -585,60 +779,83 @@ mod tests {
     #[test]
     fn parking_is_bounded() {
         let hub = hub(LIMITS);
-        let t = key("t");
-        let (a, _rx) = hub.register().unwrap();
-        hub.subscribe(&a, &t, &at(0));
+        let (a, _rx) = register(&hub);
+        hub.subscribe(&a, &key("t"), Some(&at(0)));
         for offset in 2..6 {
-            assert!(matches!(live(&hub, &t, offset), Live::Parked { .. }));
+            assert!(matches!(live(&hub, "t", offset), Live::Parked { .. }));
         }
-        assert_eq!(live(&hub, &t, 6), Live::ParkFull);
+        assert_eq!(live(&hub, "t", 6), Live::ParkFull);
     }
 
     #[test]
     fn a_replay_fills_gaps_skips_holes_and_what_was_delivered() {
         let hub = hub(LIMITS);
-        let t = key("t");
-        let (a, mut rx) = hub.register().unwrap();
-        hub.subscribe(&a, &t, &at(0));
-        live(&hub, &t, 1);
-        live(&hub, &t, 6);
+        let (a, mut rx) = register(&hub);
+        hub.subscribe(&a, &key("t"), Some(&at(0)));
+        live(&hub, "t", 1);
+        live(&hub, "t", 6);
         // The store has 1..=5 but 3 was deleted; 1 was delivered live, 6 is parked.
-        let read = [1, 2, 4, 5].map(|o| (o, frame(&format!("r{o}"))));
-        let fanout = hub.replay(&t, "e", read);
+        let read = [1, 2, 4, 5].map(|o| (o, entry("t", at(o), &format!("r{o}"))));
+        let fanout = hub.replay(&key("t"), "e", read);
         assert_eq!(fanout.entries, 4, "2, 4, 5 and the parked 6");
         assert_eq!(drain(&mut rx), ["1", "r2", "r4", "r5", "6"]);
-        assert_eq!(hub.cursor(&t).unwrap().offset, 6);
-        assert_eq!(hub.replay(&t, "other-epoch", [(7, frame("x"))]).entries, 0);
+        assert_eq!(hub.cursor(&key("t")).unwrap().offset, 6);
+        let other = [(7, entry("t", at(7), "x"))];
+        assert_eq!(hub.replay(&key("t"), "other-epoch", other).entries, 0);
     }
 
     #[test]
     fn a_late_subscriber_gets_only_what_follows_its_head() {
         let hub = hub(LIMITS);
-        let t = key("t");
-        let (early, mut rx_early) = hub.register().unwrap();
-        hub.subscribe(&early, &t, &at(0));
+        let (early, mut rx_early) = register(&hub);
+        hub.subscribe(&early, &key("t"), Some(&at(0)));
         // The late socket read head 3 while the edge's cursor was still at 0.
-        let (late, mut rx_late) = hub.register().unwrap();
-        hub.subscribe(&late, &t, &at(3));
+        let (late, mut rx_late) = register(&hub);
+        hub.subscribe(&late, &key("t"), Some(&at(3)));
         for offset in 1..=4 {
-            live(&hub, &t, offset);
+            live(&hub, "t", offset);
         }
         assert_eq!(drain(&mut rx_early), ["1", "2", "3", "4"]);
         assert_eq!(drain(&mut rx_late), ["4"]);
     }
 
     #[test]
-    fn skipping_closes_the_streams_sockets_and_resets_to_the_head() {
+    fn a_resuming_socket_that_is_behind_must_catch_up_first() {
         let hub = hub(LIMITS);
-        let t = key("t");
-        let (a, _rx) = hub.register().unwrap();
-        hub.subscribe(&a, &t, &at(0));
-        live(&hub, &t, 5);
-        assert_eq!(hub.skip_to(&t, &at(20_000), close_code::RESYNC), 1);
+        let (early, _rx) = register(&hub);
+        hub.subscribe(&early, &key("t"), Some(&at(0)));
+        for offset in 1..=5 {
+            live(&hub, "t", offset);
+        }
+        let (late, mut rx) = register(&hub);
         assert_eq!(
-            hub.cursor(&t).unwrap(),
+            hub.join(&late, &key("t"), Some(&at(5)), 3),
+            Join::Behind { cursor: 5 }
+        );
+        assert!(!late.follows(&key("t")));
+        assert_eq!(
+            hub.join(&late, &key("t"), Some(&at(5)), 5),
+            Join::Following { new: false }
+        );
+        live(&hub, "t", 6);
+        assert_eq!(drain(&mut rx), ["6"]);
+    }
+
+    #[test]
+    fn skipping_tells_the_streams_sockets_and_resets_to_the_head() {
+        let hub = hub(LIMITS);
+        let (a, _rx) = register(&hub);
+        hub.subscribe(&a, &key("t"), Some(&at(0)));
+        live(&hub, "t", 5);
+        let resync = Utf8Bytes::from_static("resync");
+        assert_eq!(
+            hub.skip_to(&key("t"), &at(20_000), close_code::RESYNC, &resync),
+            1
+        );
+        assert_eq!(
+            hub.cursor(&key("t")).unwrap(),
             Cursor {
-                epoch: "e".into(),
+                epoch: Some("e".into()),
                 offset: 20_000,
                 gap: false
             }
@@ -649,24 +866,77 @@ mod tests {
     #[test]
     fn a_new_epoch_starts_over_and_old_epochs_are_refused() {
         let hub = hub(LIMITS);
-        let t = key("t");
-        let (a, mut rx) = hub.register().unwrap();
-        hub.subscribe(&a, &t, &at(7));
+        let (a, mut rx) = register(&hub);
+        hub.subscribe(&a, &key("t"), Some(&at(7)));
         let other = Position {
             epoch: "f".into(),
             offset: 1,
         };
         assert_eq!(
-            hub.offer_live(&t, Some(&other), frame("f1")),
+            hub.offer_live(entry("t", other.clone(), "f1")),
             Live::OtherEpoch
         );
-        hub.reset_epoch(&t, "f");
+        hub.reset_epoch(&key("t"), "f");
         assert!(matches!(
-            hub.offer_live(&t, Some(&other), frame("f1")),
+            hub.offer_live(entry("t", other, "f1")),
             Live::Delivered(_)
         ));
         assert_eq!(drain(&mut rx), ["f1"]);
-        assert_eq!(live(&hub, &t, 8), Live::OtherEpoch);
+        assert_eq!(live(&hub, "t", 8), Live::OtherEpoch);
+    }
+
+    #[test]
+    fn ephemeral_streams_hand_over_as_they_come_and_adopt_positions() {
+        let hub = hub(LIMITS);
+        let (a, mut rx) = register(&hub);
+        hub.subscribe(&a, &key("t"), None);
+        assert_eq!(hub.cursor(&key("t")).unwrap().epoch, None);
+        let mut unpositioned = Rendered::new(entry("t", at(0), "x").delivery.clone(), None, "");
+        unpositioned.delivery.position = None;
+        let unpositioned = Arc::new(unpositioned);
+        assert!(matches!(
+            hub.offer_live(unpositioned.clone()),
+            Live::Delivered(_)
+        ));
+        assert!(
+            matches!(hub.offer_live(unpositioned), Live::Delivered(_)),
+            "no dedup"
+        );
+        assert!(
+            matches!(live(&hub, "t", 40), Live::Delivered(_)),
+            "history turned on"
+        );
+        assert_eq!(live(&hub, "t", 40), Live::Duplicate);
+        assert_eq!(drain(&mut rx), ["x", "x", "40"]);
+    }
+
+    #[test]
+    fn the_publishing_socket_is_skipped() {
+        let hub = hub(LIMITS);
+        let (a, mut rx_a) = register(&hub);
+        let (b, mut rx_b) = register(&hub);
+        hub.subscribe(&a, &key("t"), Some(&at(0)));
+        hub.subscribe(&b, &key("t"), Some(&at(0)));
+        let from_a = Rendered::new(entry("t", at(1), "1").delivery.clone(), Some(a.id), "");
+        hub.offer_live(Arc::new(from_a));
+        assert!(drain(&mut rx_a).is_empty());
+        assert_eq!(drain(&mut rx_b), ["1"]);
+    }
+
+    #[test]
+    fn logout_closes_sockets_with_older_tokens() {
+        let hub = hub(LIMITS);
+        let (old, _rx1) = hub.register(Dialect::Native, 100).unwrap();
+        let (new, _rx2) = hub.register(Dialect::Native, 300).unwrap();
+        let user = key("user");
+        hub.subscribe(&old, &user, None);
+        hub.subscribe(&new, &user, None);
+        assert_eq!(hub.logout(&user, 200), 1);
+        assert_eq!(
+            old.close_code.load(Ordering::Acquire),
+            close_code::LOGGED_OUT
+        );
+        assert_eq!(new.close_code.load(Ordering::Acquire), 0);
     }
 
     #[tokio::test]
@@ -675,68 +945,66 @@ mod tests {
             frames: 2,
             ..LIMITS
         });
-        let t = key("t");
-        let (conn, _rx) = hub.register().unwrap();
-        hub.subscribe(&conn, &t, &at(0));
+        let (conn, _rx) = register(&hub);
+        hub.subscribe(&conn, &key("t"), Some(&at(0)));
         for offset in 1..=2 {
-            assert!(matches!(live(&hub, &t, offset), Live::Delivered(f) if f.queued == 1));
+            assert!(matches!(live(&hub, "t", offset), Live::Delivered(f) if f.queued == 1));
         }
-        assert!(matches!(live(&hub, &t, 3), Live::Delivered(f) if f.overflowed == 1));
+        assert!(matches!(live(&hub, "t", 3), Live::Delivered(f) if f.overflowed == 1));
         assert_eq!(conn.closed().await, close_code::SLOW_CONSUMER);
     }
 
     #[tokio::test]
     async fn the_byte_bound_also_closes() {
+        let frame_len = entry("t", at(1), "1")
+            .frame(Dialect::Mozilla)
+            .unwrap()
+            .len();
         let hub = hub(QueueLimits {
-            bytes: 10,
+            bytes: frame_len * 2 - 1,
             ..LIMITS
         });
-        let t = key("t");
-        let (conn, mut rx) = hub.register().unwrap();
-        hub.subscribe(&conn, &t, &at(0));
-        let big = frame("12345678");
-        assert!(
-            matches!(hub.offer_live(&t, Some(&at(1)), big.clone()), Live::Delivered(f) if f.queued == 1)
-        );
+        let (conn, mut rx) = register(&hub);
+        hub.subscribe(&conn, &key("t"), Some(&at(0)));
+        assert!(matches!(live(&hub, "t", 1), Live::Delivered(f) if f.queued == 1));
         conn.sent(&rx.recv().await.unwrap());
         assert!(
-            matches!(hub.offer_live(&t, Some(&at(2)), big.clone()), Live::Delivered(f) if f.queued == 1),
+            matches!(live(&hub, "t", 2), Live::Delivered(f) if f.queued == 1),
             "bytes were released"
         );
-        assert!(
-            matches!(hub.offer_live(&t, Some(&at(3)), big), Live::Delivered(f) if f.overflowed == 1)
-        );
+        assert!(matches!(live(&hub, "t", 3), Live::Delivered(f) if f.overflowed == 1));
         assert_eq!(conn.closed().await, close_code::SLOW_CONSUMER);
     }
 
     #[test]
     fn limits_connections_and_unregisters() {
         let hub = hub(LIMITS);
-        let t = key("t");
-        let conns: Vec<_> = (0..3).map(|_| hub.register().unwrap()).collect();
+        let conns: Vec<_> = (0..3).map(|_| register(&hub)).collect();
         for (conn, _) in &conns {
-            hub.subscribe(conn, &t, &at(0));
+            hub.subscribe(conn, &key("t"), Some(&at(0)));
         }
-        assert!(hub.register().is_none());
+        assert!(hub.register(Dialect::Native, 0).is_none());
         assert!(hub.is_full());
+        assert!(hub.unsubscribe(&conns[0].0, &key("t")));
+        assert!(!hub.unsubscribe(&conns[0].0, &key("t")));
         hub.unregister(&conns[0].0);
         hub.unregister(&conns[0].0);
         assert_eq!(hub.len(), 2);
-        assert!(hub.register().is_some());
+        assert!(hub.register(Dialect::Native, 0).is_some());
         for (conn, _) in &conns[1..] {
             hub.unregister(conn);
         }
-        assert!(!hub.follows(&t));
+        assert!(!hub.follows(&key("t")));
         assert!(hub.stream_keys().is_empty());
     }
 
     #[test]
     fn a_closed_hub_takes_no_new_sockets() {
         let hub = hub(LIMITS);
-        let (conn, _rx) = hub.register().unwrap();
-        hub.subscribe(&conn, &key("t"), &at(0));
+        let (conn, _rx) = register(&hub);
+        hub.subscribe(&conn, &key("t"), Some(&at(0)));
         hub.close_all(close_code::GOING_AWAY);
-        assert!(hub.register().is_none());
+        assert!(hub.register(Dialect::Native, 0).is_none());
         assert!(hub.is_closed());
         assert_eq!(
             conn.close_code.load(Ordering::Acquire),

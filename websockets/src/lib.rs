@@ -1,36 +1,42 @@
-//! `herald-websockets`: the edge that holds client sockets. It authenticates sockets before
-//! the upgrade (`handshake`), keeps a local index of them by stream (`hub`), subscribes to
-//! every router (`subscriber`) and hands each delivery to the sockets of its stream in
-//! stream order, reads from the store by position whatever a stream here missed
-//! (`recovery`), registers itself in the store with a heartbeat so `/nodes/` can offer it,
-//! and on SIGTERM closes its sockets with 1001 before leaving.
+//! `herald-websockets`: the edge that holds client sockets. It checks sockets before the
+//! upgrade (`handshake`), gives each a session in its dialect (`session`, `frames`,
+//! `connection`), keeps a local index of them by stream (`hub`), subscribes to every
+//! router (`subscriber`) and hands each delivery to the sockets of its stream in stream
+//! order, reads from the store by position whatever a stream here missed (`recovery`),
+//! counts its sockets into cluster-wide presence (`presence`), registers itself in the
+//! store with a heartbeat so `/nodes/` can offer it, and on SIGTERM closes its sockets
+//! with 1001 before leaving. What clients publish goes through the API's service layer
+//! (`api::service`), so "persist, then publish" exists once.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
+use api::service::Services;
 use common::clock::now_us;
 use common::config::{Config, EdgeConfig, ms};
 use common::http::ServeOptions;
-use common::message::Delivery;
-use common::store::{NodeHeartbeat, NodeStatus, Store};
+use common::message::{Delivery, Event};
+use common::store::{NodeHeartbeat, NodeStatus};
 use common::stream::{Position, StreamKey};
 use common::token::mozilla_token_id;
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub mod connection;
+pub mod frames;
 mod handshake;
 pub mod hub;
 pub mod metrics;
+pub mod presence;
 pub mod recovery;
+pub mod session;
 pub mod subscriber;
 
+use frames::Rendered;
 use hub::{Hub, Live, QueueLimits};
 use metrics::EdgeMetrics;
 use recovery::Recovery;
@@ -39,7 +45,7 @@ use subscriber::{Anomaly, RouterView, StreamState};
 /// Out-of-order entries each stream holds while a gap before them fills.
 const PARKED_PER_STREAM: usize = 1_024;
 
-/// Why a token was refused.
+/// Why a Mozilla token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthError {
     /// Malformed or not in the store: 401 / close 1008.
@@ -54,10 +60,12 @@ pub struct EdgeState {
     pub config: EdgeConfig,
     /// `api.public_url` without the trailing slash (queue URLs in frames).
     pub api_base: String,
-    pub store: Arc<dyn Store>,
+    /// The stores, the apps, and the way to the routers for what clients publish.
+    pub services: Services,
     pub hub: Hub,
     pub routers: Vec<Arc<RouterView>>,
     pub recovery: Recovery,
+    pub presence: presence::Tracker,
     pub metrics: EdgeMetrics,
     /// Socket tasks, awaited (bounded) on drain.
     pub sockets: TaskTracker,
@@ -98,7 +106,13 @@ impl EdgeState {
     pub async fn authenticate(&self, token: &str) -> Result<(StreamKey, Position), AuthError> {
         let id = mozilla_token_id(token).ok_or(AuthError::Unknown)?;
         let key = StreamKey::mozilla_token(&id);
-        match self.store.stream_heads(std::slice::from_ref(&key)).await {
+        match self
+            .services
+            .stores
+            .streams
+            .stream_heads(std::slice::from_ref(&key))
+            .await
+        {
             Ok(mut heads) => heads.pop().ok_or(AuthError::Unknown),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot check a token");
@@ -107,37 +121,48 @@ impl EdgeState {
         }
     }
 
-    /// A router stream may have lost deliveries: check every stream here.
-    pub fn report(&self, anomaly: Anomaly) {
+    /// A router stream may have lost deliveries: check every stream here; `first` when the
+    /// anomaly is new (ephemeral streams are told to resync once per anomaly).
+    pub fn report(&self, anomaly: Anomaly, first: bool) {
         self.metrics
             .anomalies
             .with_label_values(&[anomaly.label()])
             .inc();
-        self.recovery.check_all(anomaly.label());
+        let resync = first && anomaly != Anomaly::FirstContact;
+        self.recovery.check_all(anomaly.label(), resync);
     }
 
-    /// The frame a delivery becomes on a socket.
-    pub fn render(&self, delivery: &Delivery) -> Utf8Bytes {
-        Utf8Bytes::from(delivery.mozilla_frame(&self.api_base))
+    /// A delivery rendered for this node's sockets (the publishing socket skipped).
+    pub fn render(&self, delivery: Delivery) -> Arc<Rendered> {
+        let skip = delivery
+            .origin
+            .as_ref()
+            .filter(|o| o.node == self.node_id)
+            .map(|o| o.connection);
+        Arc::new(Rendered::new(delivery, skip, &self.api_base))
     }
 
     /// A delivery that just arrived from a router: handed to its stream's sockets when it
-    /// is the next entry, else parked or dropped (`hub::Live`), with a recovery check
-    /// asked for where the stream may have missed something.
-    pub fn deliver_live(&self, delivery: &Delivery, origin_us: i64, now_us: i64) {
-        let key = &delivery.stream;
-        if !self.hub.follows(key) {
+    /// is the next entry (or ephemeral), else parked or dropped (`hub::Live`), with a
+    /// recovery check asked for where the stream may have missed something. A logout
+    /// closes the user's sockets instead.
+    pub fn deliver_live(&self, delivery: Delivery, origin_us: i64, now_us: i64) {
+        let key = delivery.stream.clone();
+        if !self.hub.follows(&key) {
             return;
         }
-        let outcome = self
-            .hub
-            .offer_live(key, delivery.position.as_ref(), self.render(delivery));
+        if let Event::Logout { before_us, .. } = &delivery.event {
+            let closed = self.hub.logout(&key, *before_us);
+            tracing::debug!(closed, "force logout");
+            return;
+        }
+        let outcome = self.hub.offer_live(self.render(delivery));
         self.metrics
             .live
             .with_label_values(&[outcome.label()])
             .inc();
         match outcome {
-            Live::NotHere => {}
+            Live::NotHere | Live::Duplicate => {}
             Live::Delivered(fanout) => {
                 self.metrics
                     .deliveries
@@ -149,33 +174,13 @@ impl EdgeState {
                         .observe((now_us - origin_us).max(0) as f64 / 1e6);
                 }
             }
-            Live::Duplicate => {}
             Live::Parked { first } => {
                 if first {
-                    self.recovery.check_after_gap(key);
+                    self.recovery.check_after_gap(&key);
                 }
             }
-            Live::ParkFull | Live::OtherEpoch => self.recovery.check_now(key),
+            Live::ParkFull | Live::OtherEpoch => self.recovery.check_now(&key),
         }
-    }
-
-    /// Registers a socket following `key` from `head` on (counted in metrics); `None` when
-    /// full or draining.
-    pub fn register(
-        &self,
-        key: &StreamKey,
-        head: &Position,
-    ) -> Option<(Arc<hub::Conn>, tokio::sync::mpsc::Receiver<Utf8Bytes>)> {
-        let Some((conn, frames)) = self.hub.register() else {
-            self.metrics.sockets.with_label_values(&["full"]).inc();
-            return None;
-        };
-        if self.hub.subscribe(&conn, key, head) {
-            self.recovery.check_new(key);
-        }
-        self.metrics.sockets.with_label_values(&["accepted"]).inc();
-        self.metrics.connections.set(self.hub.len() as i64);
-        Some((conn, frames))
     }
 
     /// Removes a socket from the hub.
@@ -200,19 +205,22 @@ impl EdgeState {
 pub struct Edge {
     listener: TcpListener,
     state: Arc<EdgeState>,
+    dispatcher: tokio::task::JoinHandle<()>,
+    stop_dispatcher: CancellationToken,
 }
 
-/// Opens the store and binds the listener.
+/// Opens the store, connects to the routers and binds the listener.
 pub async fn bind(config: &Config) -> anyhow::Result<Edge> {
-    let store = common::store::open(&config.store)
-        .await
-        .context("cannot open the store")?;
     let listener = config
         .websockets
         .listen
         .bind_setting("websockets.listen")
         .await?;
     let e = &config.websockets;
+    let metrics = EdgeMetrics::new();
+    let stop_dispatcher = CancellationToken::new();
+    let (services, dispatcher) =
+        api::services(config, &metrics.registry, stop_dispatcher.clone()).await?;
     let started_us = now_us();
     let routers = config
         .cluster
@@ -232,7 +240,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Edge> {
             e.node_id.clone()
         },
         api_base: config.api.base_url().to_owned(),
-        store,
+        services,
         hub: Hub::new(
             QueueLimits {
                 frames: e.outbound_queue_frames,
@@ -243,7 +251,8 @@ pub async fn bind(config: &Config) -> anyhow::Result<Edge> {
         ),
         routers,
         recovery: Recovery::new(ms(e.reorder_window_ms)),
-        metrics: EdgeMetrics::new(),
+        presence: presence::Tracker::default(),
+        metrics,
         sockets: TaskTracker::new(),
         ws_config: websocket_config(e),
         started_us,
@@ -254,6 +263,8 @@ pub async fn bind(config: &Config) -> anyhow::Result<Edge> {
     Ok(Edge {
         listener,
         state: Arc::new(state),
+        dispatcher,
+        stop_dispatcher,
     })
 }
 
@@ -298,6 +309,15 @@ impl Edge {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let edge = self.state;
         tracing::info!(listen = %self.listener.local_addr()?, node = %edge.node_id, url = %edge.config.public_url, "edge ready");
+        if let Err(e) = edge
+            .services
+            .stores
+            .presence
+            .clear_presence(&edge.node_id)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot clear this node's old presence");
+        }
         let background = TaskTracker::new();
         for view in &edge.routers {
             background.spawn(subscriber::run(
@@ -308,12 +328,17 @@ impl Edge {
         }
         background.spawn(recovery::run(edge.clone(), shutdown.clone()));
         background.spawn(register(edge.clone(), shutdown.clone()));
+        background.spawn(presence::run(
+            edge.clone(),
+            ms(edge.config.presence_flush_ms),
+            shutdown.clone(),
+        ));
         let http_edge = edge.clone();
-        let make_service = move |_peer| {
+        let make_service = move |peer| {
             let edge = http_edge.clone();
             hyper::service::service_fn(move |req| {
                 let edge = edge.clone();
-                async move { Ok::<_, Infallible>(handshake::route(edge, req).await) }
+                async move { Ok::<_, Infallible>(handshake::route(edge, peer, req).await) }
             })
         };
         let options = ServeOptions {
@@ -333,9 +358,11 @@ impl Edge {
         let _ = http.await;
         background.close();
         background.wait().await;
-        if let Err(e) = edge.store.remove_node(&edge.node_id).await {
+        if let Err(e) = edge.services.stores.nodes.remove_node(&edge.node_id).await {
             tracing::warn!(error = %e, "cannot deregister this node");
         }
+        self.stop_dispatcher.cancel();
+        let _ = self.dispatcher.await;
         Ok(())
     }
 }
@@ -345,7 +372,9 @@ impl Edge {
 async fn drain(edge: &EdgeState) {
     edge.draining.cancel();
     let _ = edge
-        .store
+        .services
+        .stores
+        .nodes
         .upsert_node(&edge.heartbeat(NodeStatus::Draining))
         .await;
     tracing::info!(
@@ -372,7 +401,9 @@ async fn register(edge: Arc<EdgeState>, shutdown: CancellationToken) {
             _ = tick.tick() => {}
         }
         if let Err(e) = edge
-            .store
+            .services
+            .stores
+            .nodes
             .upsert_node(&edge.heartbeat(NodeStatus::Up))
             .await
         {

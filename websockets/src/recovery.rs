@@ -11,22 +11,28 @@
 //! (`crate::hub`). No time window, no "oldest N", no memory of message ids.
 //!
 //! Bounded: a stream more than `websockets.recovery_limit` entries behind is not replayed;
-//! its sockets are told to re-read history instead (Mozilla dialect: close 4010) and the
-//! cursor moves to the head. A pass that fails (store unavailable) retries its streams.
+//! its sockets are told to re-read history instead (native: `resync`; Mozilla and VPush:
+//! close 4010) and the cursor moves to the head. Ephemeral streams cannot be replayed:
+//! after a router-link anomaly their native sockets get `resync`. A user's stream is
+//! checked against its revocation, so a force logout whose push was lost still closes the
+//! user's sockets. A pass that fails (store unavailable) retries its streams.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::clock::now_us;
+use common::ids::{AppId, UserId};
 use common::message::Delivery;
 use common::store::{MAX_HEADS, StoreError};
-use common::stream::{Position, StreamKey};
+use common::stream::{Position, StreamKey, StreamKind};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::EdgeState;
+use crate::frames::resync_frame;
 use crate::hub::close_code;
 
 /// Entries read from the store per page.
@@ -42,8 +48,9 @@ struct Pending {
     /// When each stream is due, and whether the check can be skipped if the stream has no
     /// gap by then.
     streams: HashMap<StreamKey, Due>,
-    /// Every stream is due at this time.
-    all: Option<Instant>,
+    /// Every stream is due at this time, and whether ephemeral streams must be told to
+    /// resync.
+    all: Option<(Instant, bool)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +78,8 @@ pub enum Outcome {
     TooFarBehind,
     /// The stream no longer exists in the store, or no socket here follows it any more.
     Gone,
+    /// An ephemeral stream: nothing to replay.
+    Ephemeral,
 }
 
 impl Outcome {
@@ -80,6 +89,7 @@ impl Outcome {
             Outcome::CaughtUp => "caught_up",
             Outcome::TooFarBehind => "too_far_behind",
             Outcome::Gone => "gone",
+            Outcome::Ephemeral => "ephemeral",
         }
     }
 }
@@ -110,15 +120,19 @@ impl Recovery {
         self.schedule(key, Duration::ZERO, false);
     }
 
-    /// Check every stream followed here, as soon as possible.
-    pub fn check_all(&self, reason: &'static str) {
+    /// Check every stream followed here, as soon as possible; with `resync`, ephemeral
+    /// streams' sockets are told they may have missed messages.
+    pub fn check_all(&self, reason: &'static str, resync: bool) {
         tracing::debug!(reason, "recovery of every stream requested");
-        self.all_due(Instant::now());
+        self.all_due(Instant::now(), resync);
     }
 
-    fn all_due(&self, at: Instant) {
+    fn all_due(&self, at: Instant, resync: bool) {
         if let Ok(mut pending) = self.pending.lock() {
-            pending.all = Some(pending.all.map_or(at, |t| t.min(at)));
+            pending.all = Some(match pending.all {
+                Some((t, r)) => (t.min(at), r || resync),
+                None => (at, resync),
+            });
         }
         self.wake.notify_one();
     }
@@ -145,26 +159,30 @@ impl Recovery {
         }
         if pending.streams.len() > MAX_PENDING {
             pending.streams.clear();
-            pending.all = Some(due.at);
+            let resync = pending.all.is_some_and(|(_, r)| r);
+            pending.all = Some((due.at, resync));
         }
         drop(pending);
         self.wake.notify_one();
     }
 
-    /// Takes the streams due by `now` (all of `followed()` if every stream is due); else
-    /// when the next one is due.
+    /// Takes the streams due by `now` (all of `followed()` if every stream is due, with
+    /// whether to resync ephemeral ones); else when the next one is due.
     fn take_due(
         &self,
         now: Instant,
         followed: impl FnOnce() -> Vec<StreamKey>,
-    ) -> Result<Vec<(StreamKey, bool)>, Option<Instant>> {
+    ) -> Result<Due2, Option<Instant>> {
         let Ok(mut pending) = self.pending.lock() else {
             return Err(None);
         };
-        if pending.all.is_some_and(|at| at <= now) {
+        if let Some((at, resync)) = pending.all
+            && at <= now
+        {
             pending.all = None;
             pending.streams.clear();
-            return Ok(followed().into_iter().map(|k| (k, false)).collect());
+            let keys = followed().into_iter().map(|k| (k, false)).collect();
+            return Ok(Due2 { keys, resync });
         }
         let due: Vec<(StreamKey, bool)> = pending
             .streams
@@ -176,14 +194,25 @@ impl Recovery {
             for (key, _) in &due {
                 pending.streams.remove(key);
             }
-            return Ok(due);
+            return Ok(Due2 {
+                keys: due,
+                resync: false,
+            });
         }
         let next = pending.streams.values().map(|d| d.at).min();
-        Err(match (next, pending.all) {
+        Err(match (next, pending.all.map(|(t, _)| t)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         })
     }
+}
+
+/// Streams due for a check (and whether the check may be skipped if no gap remains), and
+/// whether ephemeral streams are to be told to resync.
+#[derive(Debug, PartialEq, Eq)]
+struct Due2 {
+    keys: Vec<(StreamKey, bool)>,
+    resync: bool,
 }
 
 /// Runs checks as they fall due, until `shutdown`.
@@ -195,13 +224,14 @@ pub async fn run(edge: Arc<EdgeState>, shutdown: CancellationToken) {
         {
             Ok(due) => {
                 let keys: Vec<StreamKey> = due
+                    .keys
                     .into_iter()
                     .filter(|(key, only_if_gap)| {
                         !*only_if_gap || edge.hub.cursor(key).is_some_and(|c| c.gap)
                     })
                     .map(|(key, _)| key)
                     .collect();
-                pass(&edge, &keys).await;
+                pass(&edge, &keys, due.resync).await;
             }
             Err(next) => {
                 let sleep = tokio::time::sleep_until(
@@ -221,12 +251,12 @@ pub async fn run(edge: Arc<EdgeState>, shutdown: CancellationToken) {
 }
 
 /// Checks `keys` against the store, in batches; reschedules what could not be checked.
-async fn pass(edge: &EdgeState, keys: &[StreamKey]) {
+async fn pass(edge: &EdgeState, keys: &[StreamKey], resync: bool) {
     if keys.is_empty() {
         return;
     }
     for (done, batch) in keys.chunks(MAX_HEADS).enumerate() {
-        let outcome = check_batch(edge, batch).await;
+        let outcome = check_batch(edge, batch, resync).await;
         if let Err(e) = outcome {
             edge.metrics.recoveries.with_label_values(&["error"]).inc();
             tracing::warn!(error = %e, "recovery failed; retrying");
@@ -239,13 +269,33 @@ async fn pass(edge: &EdgeState, keys: &[StreamKey]) {
     edge.metrics.recoveries.with_label_values(&["ok"]).inc();
 }
 
-async fn check_batch(edge: &EdgeState, batch: &[StreamKey]) -> Result<(), StoreError> {
-    let heads: HashMap<StreamKey, Position> =
-        edge.store.stream_heads(batch).await?.into_iter().collect();
+async fn check_batch(
+    edge: &EdgeState,
+    batch: &[StreamKey],
+    resync: bool,
+) -> Result<(), StoreError> {
+    let heads: HashMap<StreamKey, Position> = edge
+        .services
+        .stores
+        .streams
+        .stream_heads(batch)
+        .await?
+        .into_iter()
+        .collect();
     for key in batch {
-        let outcome = match heads.get(key) {
-            Some(head) => catch_up(edge, key, head).await?,
-            None => Outcome::Gone,
+        let outcome = match (heads.get(key), key.kind()) {
+            (Some(head), _) => catch_up(edge, key, head).await?,
+            (None, Some(StreamKind::User { app, user })) => {
+                check_revocation(edge, key, app, user).await?;
+                Outcome::Ephemeral
+            }
+            (None, Some(StreamKind::Channel { channel, .. })) => {
+                if resync {
+                    edge.hub.resync_ephemeral(key, &resync_frame(channel));
+                }
+                Outcome::Ephemeral
+            }
+            (None, _) => Outcome::Gone,
         };
         edge.metrics
             .recovery_streams
@@ -265,7 +315,13 @@ async fn catch_up(
     let Some(mut cursor) = edge.hub.cursor(key) else {
         return Ok(Outcome::Gone);
     };
-    if cursor.epoch != head.epoch {
+    if cursor.epoch.is_none() {
+        // Followed as ephemeral; its history is on now. Its sockets did not ask for the
+        // past: follow from the head.
+        edge.hub.join_head(key, head);
+        return Ok(Outcome::UpToDate);
+    }
+    if cursor.epoch.as_deref() != Some(head.epoch.as_str()) {
         tracing::info!(stream = %key, "stream has a new epoch; following it from its start");
         edge.hub.reset_epoch(key, &head.epoch);
         cursor.offset = 0;
@@ -279,13 +335,24 @@ async fn catch_up(
         return Ok(Outcome::UpToDate);
     }
     if behind > edge.config.recovery_limit {
-        let sockets = edge.hub.skip_to(key, head, close_code::RESYNC);
+        let channel = match key.kind() {
+            Some(StreamKind::Channel { channel, .. }) => channel,
+            _ => "",
+        };
+        let sockets = edge
+            .hub
+            .skip_to(key, head, close_code::RESYNC, &resync_frame(channel));
         tracing::warn!(stream = %key, behind, sockets, "too far behind to replay; sockets told to resync");
         return Ok(Outcome::TooFarBehind);
     }
     let mut after = cursor.offset;
     loop {
-        let page = edge.store.read_stream(key, after, PAGE).await?;
+        let page = edge
+            .services
+            .stores
+            .streams
+            .read_stream(key, after, PAGE, now_us())
+            .await?;
         let Some(last) = page.last().map(Delivery::offset) else {
             break;
         };
@@ -298,7 +365,10 @@ async fn catch_up(
             break;
         }
         let full = page.len() == PAGE;
-        let frames = page.iter().map(|d| (d.offset(), edge.render(d)));
+        let frames: Vec<_> = page
+            .into_iter()
+            .map(|d| (d.offset(), edge.render(d)))
+            .collect();
         let fanout = edge.hub.replay(key, &head.epoch, frames);
         edge.metrics.recovered.inc_by(fanout.queued as u64);
         edge.metrics
@@ -314,6 +384,29 @@ async fn catch_up(
         edge.recovery.check_after_gap(key);
     }
     Ok(Outcome::CaughtUp)
+}
+
+/// Closes the sockets of a user whose tokens a force logout revoked (its push may have been
+/// lost with a router).
+async fn check_revocation(
+    edge: &EdgeState,
+    key: &StreamKey,
+    app: &str,
+    user: &str,
+) -> Result<(), StoreError> {
+    let (Ok(app), Ok(user)) = (AppId::parse(app), UserId::parse(user)) else {
+        return Ok(());
+    };
+    if let Some(before_us) = edge
+        .services
+        .stores
+        .revocations
+        .not_before(&app, &user)
+        .await?
+    {
+        edge.hub.logout(key, before_us);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -336,12 +429,12 @@ mod tests {
         assert!(next >= before + Duration::from_millis(100) && next > now);
         recovery.check_now(&key("b"));
         assert_eq!(
-            recovery.take_due(Instant::now(), none).unwrap(),
+            recovery.take_due(Instant::now(), none).unwrap().keys,
             [(key("b"), false)]
         );
         let later = next;
         assert_eq!(
-            recovery.take_due(later, none).unwrap(),
+            recovery.take_due(later, none).unwrap().keys,
             [(key("a"), false)],
             "one check; it may not be skipped, as one request could not"
         );
@@ -352,11 +445,13 @@ mod tests {
     fn check_all_takes_every_followed_stream() {
         let recovery = Recovery::new(Duration::from_millis(100));
         recovery.check_after_gap(&key("a"));
-        recovery.check_all("test");
+        recovery.check_all("test", false);
+        recovery.check_all("test", true);
         let due = recovery
             .take_due(Instant::now(), || vec![key("a"), key("b")])
             .unwrap();
-        assert_eq!(due, [(key("a"), false), (key("b"), false)]);
+        assert_eq!(due.keys, [(key("a"), false), (key("b"), false)]);
+        assert!(due.resync, "one request asked to resync");
         assert_eq!(
             recovery.take_due(Instant::now(), Vec::new).unwrap_err(),
             None,
@@ -373,6 +468,6 @@ mod tests {
         let due = recovery
             .take_due(Instant::now(), || vec![key("only")])
             .unwrap();
-        assert_eq!(due, [(key("only"), false)]);
+        assert_eq!(due.keys, [(key("only"), false)]);
     }
 }

@@ -141,10 +141,11 @@ pub async fn run(edge: Arc<EdgeState>, view: Arc<RouterView>, shutdown: Cancella
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(_) => {
-                    if view.state.lock().is_ok_and(|mut s| s.silence()) {
+                    let first = view.state.lock().is_ok_and(|mut s| s.silence());
+                    if first {
                         tracing::warn!(router = %view.endpoint, "router silent; checking streams against the store");
                     }
-                    edge.report(Anomaly::Silence);
+                    edge.report(Anomaly::Silence, first);
                     // zmq.rs backs its own reconnects off up to 30 s; after a long silence
                     // a fresh socket (our backoff, at most 2 s) gets the stream back sooner.
                     quiet_timeouts += 1;
@@ -204,19 +205,19 @@ fn handle(edge: &EdgeState, view: &RouterView, envelope: Envelope) {
         if anomaly != Anomaly::FirstContact {
             tracing::warn!(router = %view.endpoint, anomaly = anomaly.label(), "possible loss; checking streams against the store");
         }
-        edge.report(anomaly);
+        edge.report(anomaly, true);
     }
     match envelope.header.kind {
         Kind::Heartbeat => {}
         Kind::Deliver => match envelope.delivery() {
-            Ok(delivery) => edge.deliver_live(&delivery, envelope.header.origin_us, now),
+            Ok(delivery) => edge.deliver_live(delivery, envelope.header.origin_us, now),
             Err(e) => {
                 edge.metrics.invalid_envelopes.inc();
                 tracing::debug!(error = %e, "dropping an envelope with a bad payload");
             }
         },
         Kind::Recover => match envelope.recover_request() {
-            Ok(request) if request.streams.is_empty() => edge.recovery.check_all("recover"),
+            Ok(request) if request.streams.is_empty() => edge.recovery.check_all("recover", true),
             Ok(request) => request
                 .streams
                 .iter()

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::clock::now_us;
 use common::config::Config;
 use common::message::{Delivery, QueueBody, QueueMessage};
-use common::store::Store;
+use common::store::Stores;
 use common::stream::StreamKey;
 use common::testing::{free_endpoint, loopback_config, metric_value};
 use common::token::{mozilla_token_id, new_message_key, new_mozilla_token, new_queue_id};
@@ -37,7 +37,7 @@ struct Rig {
     router: PubSocket,
     epoch: u64,
     seq: u64,
-    store: Arc<dyn Store>,
+    store: Stores,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _dir: tempfile::TempDir,
@@ -122,6 +122,7 @@ impl Rig {
         let id = mozilla_token_id(&token).unwrap();
         let queue = new_queue_id();
         self.store
+            .queues
             .create_token(&id, &queue, now_us())
             .await
             .unwrap();
@@ -149,7 +150,7 @@ impl Rig {
             created_us: now_us(),
             body,
         };
-        let appended = self.store.add_queue_message(&message).await.unwrap();
+        let appended = self.store.queues.add_queue_message(&message).await.unwrap();
         let appended = appended.expect("the queue exists");
         let message = QueueMessage {
             created_us: appended.created_us,
@@ -216,7 +217,9 @@ async fn eventually(what: &str, mut probe: impl FnMut() -> bool) {
 
 /// The message key a delivery carries.
 fn key_of(delivery: &Delivery) -> String {
-    let common::message::Event::QueueMessage { message } = &delivery.event;
+    let common::message::Event::QueueMessage { message } = &delivery.event else {
+        panic!("a queue message")
+    };
     message.key.clone()
 }
 
@@ -540,7 +543,10 @@ async fn draining_closes_sockets_with_1001_and_deregisters() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert!(rig.store.nodes().await.unwrap().is_empty(), "deregistered");
+    assert!(
+        rig.store.nodes.nodes().await.unwrap().is_empty(),
+        "deregistered"
+    );
 }
 
 #[tokio::test]
@@ -550,7 +556,7 @@ async fn registers_itself_and_serves_health_and_metrics() {
     let _socket = rig.connect(&token).await;
     let start = Instant::now();
     loop {
-        let nodes = rig.store.nodes().await.unwrap();
+        let nodes = rig.store.nodes.nodes().await.unwrap();
         if nodes.first().is_some_and(|n| n.connections == 1) {
             assert_eq!(nodes[0].url, "ws://127.0.0.1:8888", "websockets.public_url");
             break;

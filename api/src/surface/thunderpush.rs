@@ -1,0 +1,343 @@
+//! The Thunderpush HTTP API (SPEC §5, seed `001`), under `/api/1.0.0/{appKey}/`, as the
+//! original server 1.0.1 answers it: the public key in the path, the secret in
+//! `X-Thunder-Secret-Key`, bodies `{"count": n}` / `{"users": [...]}` / `{"online": b}`,
+//! errors `{"message": "...", "status": N}`, the same CORS headers on every answer and an
+//! `OPTIONS` preflight that needs no key. Every route answers with and without its
+//! trailing slash.
+//!
+//! Where Herald differs (docs/api.md): channel names and user ids follow SPEC §2 (a name
+//! outside `[A-Za-z0-9_.:@-]{1,128}` is a 400); answers are `application/json`; a key
+//! without the route's scope gets 403; `DELETE users/{id}/` closes *every* socket of the
+//! user (the original skips every other one).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::ids::{AppId, ChannelName, UserId};
+use serde_json::Value;
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use warp::reply::{Reply, Response};
+use warp::{Filter, Rejection};
+
+use super::{BodyError, Denied, Failure, Surface, finish, segment, with_state};
+use crate::AppState;
+use crate::service::ServiceError;
+use crate::service::channels::ChannelPublish;
+
+/// An answer body as the original writes it (`json.dumps` + newline).
+fn reply(status: StatusCode, body: String) -> Response {
+    let mut response = warp::reply::with_status(body, status).into_response();
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    cors(response)
+}
+
+/// The original's fixed CORS headers.
+fn cors(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    headers.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static("X-Thunder-Secret-Key"),
+    );
+    headers.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("GET, POST, DELETE"),
+    );
+    response
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    render(Failure::new(status, message))
+}
+
+/// A refusal in the original's shape, `{"message": "...", "status": N}`.
+fn render(failure: Failure) -> Response {
+    let message = serde_json::to_string(&failure.message).unwrap_or_else(|_| "\"\"".into());
+    let status = failure.status;
+    let body = format!(
+        "{{\"message\": {message}, \"status\": {}}}\n",
+        status.as_u16()
+    );
+    failure.decorate(reply(status, body))
+}
+
+fn count(n: u64) -> Response {
+    reply(StatusCode::OK, format!("{{\"count\": {n}}}\n"))
+}
+
+/// What a handler gets: the app (its key checked for the route's scope), the target, the
+/// body.
+struct Call {
+    state: Arc<AppState>,
+    app: AppId,
+    target: Option<String>,
+    body: Result<Bytes, BodyError>,
+}
+
+type Outcome = Result<Response, Failure>;
+
+impl Call {
+    /// The body as JSON (any value), or the original's 400.
+    fn json(&self) -> Result<Value, Failure> {
+        match &self.body {
+            Ok(bytes) => serde_json::from_slice(bytes).map_err(|_| not_json()),
+            Err(BodyError::TooLarge { max, .. }) => Err(Failure::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Request body is larger than {max} bytes."),
+            )),
+            Err(_) => Err(not_json()),
+        }
+    }
+
+    fn channel(&self) -> Result<ChannelName, Failure> {
+        ChannelName::parse(self.target.clone().unwrap_or_default()).map_err(|e| {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                format!("Invalid channel name: {e}."),
+            )
+        })
+    }
+
+    fn user(&self) -> Result<UserId, Failure> {
+        UserId::parse(self.target.clone().unwrap_or_default())
+            .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("Invalid user id: {e}.")))
+    }
+}
+
+fn not_json() -> Failure {
+    Failure::new(StatusCode::BAD_REQUEST, "Request body is not valid JSON.")
+}
+
+type Handler = fn(Call) -> std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// One route: `resource` (`users` or `channels`), with or without a target segment.
+fn route(
+    state: &Arc<AppState>,
+    method: Method,
+    resource: &'static str,
+    with_target: bool,
+    scope: &'static str,
+    name: &'static str,
+    handler: Handler,
+) -> warp::filters::BoxedFilter<(Response,)> {
+    let target = if with_target {
+        segment().map(Some).boxed()
+    } else {
+        warp::any().map(|| None::<String>).boxed()
+    };
+    let max_body = state.max_body_bytes;
+    segment()
+        .and(warp::path(resource))
+        .and(target)
+        .and(warp::path::end())
+        .and(super::method_is(method, warp::reject::not_found))
+        .and(with_state(state.clone()))
+        .and(warp::header::headers_cloned())
+        .and(super::body(max_body))
+        .then(
+            move |app_key: String, target, state: Arc<AppState>, headers: HeaderMap, body| {
+                finish(state.clone(), name, move |state| async move {
+                    let app = match authorize(&state, &app_key, &headers, scope) {
+                        Ok(app) => app,
+                        Err(failure) => return render(failure),
+                    };
+                    let call = Call {
+                        state,
+                        app,
+                        target,
+                        body,
+                    };
+                    handler(call).await.unwrap_or_else(render)
+                })
+            },
+        )
+        .boxed()
+}
+
+/// The app of `app_key`, provided the secret header is one of its keys with `scope`.
+fn authorize(
+    state: &AppState,
+    app_key: &str,
+    headers: &HeaderMap,
+    scope: &'static str,
+) -> Result<AppId, Failure> {
+    let wrong = || Failure::new(StatusCode::UNAUTHORIZED, "Wrong API key/secret.");
+    let app = state
+        .services
+        .apps
+        .by_public_key(app_key)
+        .ok_or_else(wrong)?;
+    let secret = headers
+        .get("x-thunder-secret-key")
+        .and_then(|v| v.to_str().ok());
+    match super::authorize(&state.services.apps, &state.rate_limit, secret, scope) {
+        Ok(caller) if caller.app.id == app.id => Ok(app.id.clone()),
+        Ok(_) | Err(Denied::Unauthenticated) => Err(wrong()),
+        Err(Denied::Forbidden { scope }) => Err(Failure::new(
+            StatusCode::FORBIDDEN,
+            format!("The API key lacks the {scope} scope."),
+        )),
+        Err(Denied::RateLimited { retry_after }) => Err(Failure {
+            retry_after: Some(retry_after),
+            ..Failure::new(StatusCode::TOO_MANY_REQUESTS, "Too many requests.")
+        }),
+    }
+}
+
+/// The routes under `/api/1.0.0/`.
+pub fn routes(state: Arc<AppState>) -> Surface {
+    let s = &state;
+    let routes = route(
+        s,
+        Method::POST,
+        "channels",
+        true,
+        "messages:send",
+        "thunder_channel_post",
+        |c| Box::pin(channel_post(c)),
+    )
+    .or(route(
+        s,
+        Method::GET,
+        "channels",
+        true,
+        "channels:read",
+        "thunder_channel_users",
+        |c| Box::pin(channel_users(c)),
+    ))
+    .unify()
+    .or(route(
+        s,
+        Method::GET,
+        "users",
+        false,
+        "users:read",
+        "thunder_users_count",
+        |c| Box::pin(users_count(c)),
+    ))
+    .unify()
+    .or(route(
+        s,
+        Method::GET,
+        "users",
+        true,
+        "users:read",
+        "thunder_user_get",
+        |c| Box::pin(user_online(c)),
+    ))
+    .unify()
+    .or(route(
+        s,
+        Method::POST,
+        "users",
+        true,
+        "messages:send",
+        "thunder_user_post",
+        |c| Box::pin(user_post(c)),
+    ))
+    .unify()
+    .or(route(
+        s,
+        Method::DELETE,
+        "users",
+        true,
+        "users:write",
+        "thunder_user_logout",
+        |c| Box::pin(user_logout(c)),
+    ))
+    .unify();
+    let preflight = warp::options().map(|| cors(warp::reply().into_response()));
+    warp::path("api")
+        .and(warp::path("1.0.0"))
+        .and(preflight.or(routes).unify().recover(rejection).unify())
+        .boxed()
+}
+
+async fn rejection(_: Rejection) -> Result<Response, std::convert::Infallible> {
+    Ok(error(StatusCode::NOT_FOUND, "Not Found"))
+}
+
+/// `POST channels/{ch}/`: any JSON body, pushed to the channel; how many sockets
+/// subscribe to it.
+async fn channel_post(call: Call) -> Outcome {
+    let channel = call.channel()?;
+    let data = call.json()?;
+    let services = &call.state.services;
+    let reached = services
+        .stores
+        .presence
+        .channel_connections(&call.app, &channel, services.alive())
+        .await
+        .map_err(ServiceError::from)?;
+    let publish = ChannelPublish {
+        app: call.app.clone(),
+        channel,
+        data,
+        replace_id: None,
+        ttl: None,
+        idempotency_key: None,
+        origin: None,
+    };
+    services.publish_to_channel(publish).await?;
+    Ok(count(reached))
+}
+
+/// `GET channels/{ch}/`: the users subscribed.
+async fn channel_users(call: Call) -> Outcome {
+    let channel = call.channel()?;
+    let users = call
+        .state
+        .services
+        .channel_users(&call.app, &channel)
+        .await?;
+    let listed: Vec<String> = users
+        .iter()
+        .map(|u| serde_json::to_string(u.as_str()).unwrap_or_default())
+        .collect();
+    Ok(reply(
+        StatusCode::OK,
+        format!("{{\"users\": [{}]}}\n", listed.join(", ")),
+    ))
+}
+
+/// `GET users/`: distinct users online.
+async fn users_count(call: Call) -> Outcome {
+    Ok(count(call.state.services.users_online(&call.app).await?))
+}
+
+/// `GET users/{id}/`.
+async fn user_online(call: Call) -> Outcome {
+    let user = call.user()?;
+    let connections = call
+        .state
+        .services
+        .user_connections(&call.app, &user)
+        .await?;
+    Ok(reply(
+        StatusCode::OK,
+        format!("{{\"online\": {}}}\n", connections > 0),
+    ))
+}
+
+/// `POST users/{id}/`: any JSON body, pushed to every socket of the user; how many.
+async fn user_post(call: Call) -> Outcome {
+    let user = call.user()?;
+    let data = call.json()?;
+    Ok(count(
+        call.state
+            .services
+            .send_to_user_now(&call.app, &user, data)
+            .await?,
+    ))
+}
+
+/// `DELETE users/{id}/`: force logout; always 204.
+async fn user_logout(call: Call) -> Outcome {
+    let user = call.user()?;
+    call.state.services.force_logout(&call.app, &user).await?;
+    Ok(cors(
+        warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response(),
+    ))
+}

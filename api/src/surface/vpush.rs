@@ -1,0 +1,256 @@
+//! The VPush API (SPEC §5, seed `000`) under `/push/api/v1/`: contexts (named channels),
+//! signing a context into a websocket token, and a context's archive when its history is
+//! on. Authenticated with `Authorization: <secret>` (any of SPEC §4's forms). Answers
+//! `{"success": true, ...}`; errors `{"success": false, "error": "..."}`. The seed's prose
+//! names `context/sign` where its code uses `contexts/sign`: both work, as does every
+//! route with and without its trailing slash.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::clock::rfc3339;
+use common::store::Context;
+use serde_json::{Value, json};
+use warp::http::{HeaderMap, Method, StatusCode};
+use warp::reply::{Reply, Response};
+use warp::{Filter, Rejection};
+
+use super::json::JsonObject;
+use super::{BodyError, Denied, Failure, Surface, finish, segment, with_state};
+use crate::AppState;
+use crate::service::ServiceError;
+
+/// Most archived messages one request lists.
+const MAX_ARCHIVE: usize = 1_000;
+
+fn failure(status: StatusCode, message: &str) -> Response {
+    render(Failure::new(status, message))
+}
+
+/// A refusal in VPush's shape, `{"success": false, "error": "..."}`.
+fn render(failure: Failure) -> Response {
+    let body = json!({"success": false, "error": failure.message});
+    failure.decorate(
+        warp::reply::with_status(warp::reply::json(&body), failure.status).into_response(),
+    )
+}
+
+fn success(status: StatusCode, mut body: Value) -> Response {
+    body["success"] = json!(true);
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+fn from_service(e: ServiceError) -> Failure {
+    Failure::from(e)
+}
+
+fn from_denied(d: Denied) -> Failure {
+    match d {
+        Denied::Unauthenticated => Failure::new(StatusCode::UNAUTHORIZED, "Invalid API token."),
+        Denied::Forbidden { scope } => Failure::new(
+            StatusCode::FORBIDDEN,
+            format!("The API token lacks the {scope} scope."),
+        ),
+        Denied::RateLimited { retry_after } => Failure {
+            retry_after: Some(retry_after),
+            ..Failure::new(StatusCode::TOO_MANY_REQUESTS, "Too many requests.")
+        },
+    }
+}
+
+fn context_json(c: &Context) -> Value {
+    json!({"contextId": c.id, "name": c.name, "createdAt": rfc3339(c.created_us)})
+}
+
+struct Call {
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    target: Option<String>,
+    body: Result<Bytes, BodyError>,
+}
+
+type Outcome = Result<Response, Failure>;
+type Handler = fn(Call) -> std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+impl Call {
+    fn caller(&self, scope: &'static str) -> Result<common::auth::Caller<'_>, Failure> {
+        let secret = super::presented_secret(&self.headers);
+        super::authorize(
+            &self.state.services.apps,
+            &self.state.rate_limit,
+            secret,
+            scope,
+        )
+        .map_err(from_denied)
+    }
+
+    fn json(&self) -> Result<JsonObject, Failure> {
+        match &self.body {
+            Ok(bytes) => JsonObject::parse(bytes).map_err(from_service),
+            Err(BodyError::TooLarge { max, .. }) => Err(Failure::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("The request body is larger than {max} bytes."),
+            )),
+            Err(_) => Err(Failure::new(
+                StatusCode::BAD_REQUEST,
+                "The request body could not be read.",
+            )),
+        }
+    }
+}
+
+/// One route: `method` on `/push/api/v1/<path>` (`{}` = a segment).
+fn route(
+    state: &Arc<AppState>,
+    method: Method,
+    path: &'static [&'static str],
+    name: &'static str,
+    handler: Handler,
+) -> warp::filters::BoxedFilter<(Response,)> {
+    let mut filter = warp::any().map(|| None::<String>).boxed();
+    for part in path {
+        filter = if *part == "{}" {
+            filter.and(segment()).map(|_, p: String| Some(p)).boxed()
+        } else {
+            filter.and(warp::path(*part)).boxed()
+        };
+    }
+    let max_body = state.max_body_bytes;
+    filter
+        .and(warp::path::end())
+        .and(super::method_is(method, warp::reject::not_found))
+        .and(with_state(state.clone()))
+        .and(warp::header::headers_cloned())
+        .and(super::body(max_body))
+        .then(move |target, state: Arc<AppState>, headers, body| {
+            let call = Call {
+                state: state.clone(),
+                headers,
+                target,
+                body,
+            };
+            finish(state, name, move |_| async move {
+                handler(call).await.unwrap_or_else(render)
+            })
+        })
+        .boxed()
+}
+
+/// The routes under `/push/api/v1/`.
+pub fn routes(state: Arc<AppState>) -> Surface {
+    let s = &state;
+    let routes = route(s, Method::POST, &["contexts", "sign"], "vpush_sign", |c| {
+        Box::pin(sign(c))
+    })
+    .or(route(
+        s,
+        Method::POST,
+        &["context", "sign"],
+        "vpush_sign",
+        |c| Box::pin(sign(c)),
+    ))
+    .unify()
+    .or(route(
+        s,
+        Method::POST,
+        &["contexts"],
+        "vpush_context_create",
+        |c| Box::pin(create(c)),
+    ))
+    .unify()
+    .or(route(
+        s,
+        Method::GET,
+        &["contexts"],
+        "vpush_context_list",
+        |c| Box::pin(list(c)),
+    ))
+    .unify()
+    .or(route(
+        s,
+        Method::GET,
+        &["contexts", "{}", "messages"],
+        "vpush_archive",
+        |c| Box::pin(archive(c)),
+    ))
+    .unify();
+    warp::path("push")
+        .and(warp::path("api"))
+        .and(warp::path("v1"))
+        .and(routes.recover(rejection).unify())
+        .boxed()
+}
+
+async fn rejection(_: Rejection) -> Result<Response, std::convert::Infallible> {
+    Ok(failure(StatusCode::NOT_FOUND, "No such endpoint."))
+}
+
+/// `POST contexts` `{name?}` → `{success, contextId}`.
+async fn create(call: Call) -> Outcome {
+    let caller = call.caller("channels:write")?;
+    let name = call.json()?.string("name").map_err(from_service)?;
+    let context = call
+        .state
+        .services
+        .create_context(&caller.app.id, name)
+        .await
+        .map_err(from_service)?;
+    Ok(success(
+        StatusCode::CREATED,
+        json!({"contextId": context.id}),
+    ))
+}
+
+/// `GET contexts` → `{success, contexts: [...]}`.
+async fn list(call: Call) -> Outcome {
+    let caller = call.caller("channels:read")?;
+    let contexts = call
+        .state
+        .services
+        .contexts(&caller.app.id)
+        .await
+        .map_err(from_service)?;
+    let listed: Vec<Value> = contexts.iter().map(context_json).collect();
+    Ok(success(StatusCode::OK, json!({ "contexts": listed })))
+}
+
+/// `POST contexts/sign` `{contextId}` → `{success, websocketToken}`.
+async fn sign(call: Call) -> Outcome {
+    let caller = call.caller("tokens:create")?;
+    let body = call.json()?;
+    let id = body.required_string("contextId").map_err(from_service)?;
+    let token = call
+        .state
+        .services
+        .sign_context(caller, &id)
+        .await
+        .map_err(from_service)?;
+    Ok(success(StatusCode::OK, json!({ "websocketToken": token })))
+}
+
+/// `GET contexts/{id}/messages` → `{success, messages: [{message, sentAt}]}` (empty while
+/// the context keeps no history).
+async fn archive(call: Call) -> Outcome {
+    let caller = call.caller("channels:read")?;
+    let services = &call.state.services;
+    let id = call.target.clone().unwrap_or_default();
+    let context = services
+        .context(&caller.app.id, &id)
+        .await
+        .map_err(from_service)?;
+    let (items, _) = services
+        .channel_history(&caller.app.id, &context.id, 0, MAX_ARCHIVE)
+        .await
+        .map_err(from_service)?;
+    let messages: Vec<Value> = items
+        .iter()
+        .map(|(_, m)| {
+            let text = match &m.data {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            json!({"message": text, "sentAt": rfc3339(m.created_us)})
+        })
+        .collect();
+    Ok(success(StatusCode::OK, json!({ "messages": messages })))
+}

@@ -1,0 +1,23 @@
+//! The store conformance suite: the behaviour every backend must share, one module per
+//! concern, written once against the traits and run by each backend's tests on a real
+//! instance (`run_all` on an empty store).
+
+use super::Stores;
+
+mod channels;
+mod contexts;
+mod nodes;
+mod presence;
+mod queues;
+mod revocations;
+
+/// Runs every concern's checks against `stores` (which must be empty).
+pub async fn run_all(stores: Stores) {
+    stores.probe().await.expect("probe");
+    queues::run(&stores).await;
+    channels::run(&stores).await;
+    contexts::run(&stores).await;
+    revocations::run(&stores).await;
+    nodes::run(&stores).await;
+    presence::run(&stores).await;
+}

@@ -1,0 +1,288 @@
+//! The WebSocket protocol's frames (SPEC §6) as types, and the dialects that render them.
+//!
+//! A `Dialect` is chosen at the handshake by the endpoint: `Native` (`/ws`, and Socrate's
+//! `/?token=`), `Mozilla` (`/socket`, `/`), `VPush` (`/push/socket`). It decides only how
+//! frames look; every dialect sees the same deliveries. A delivery is rendered once per
+//! dialect (`Rendered`), however many sockets of that dialect receive it.
+
+use std::sync::OnceLock;
+
+use common::clock::rfc3339;
+use common::message::{Delivery, Event};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// How a socket's frames look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// SPEC §6 JSON frames with a `type`.
+    Native,
+    /// Mozilla push 2012: message objects, `token: T` first frame.
+    Mozilla,
+    /// VPush: `{"message": "..."}` both ways.
+    VPush,
+}
+
+/// A delivery and its frames, rendered on first use per dialect.
+pub struct Rendered {
+    pub delivery: Delivery,
+    /// The socket (on this node) that published it, which does not get it back.
+    pub skip: Option<u64>,
+    api_base: String,
+    native: OnceLock<Option<Utf8Bytes>>,
+    mozilla: OnceLock<Option<Utf8Bytes>>,
+    vpush: OnceLock<Option<Utf8Bytes>>,
+}
+
+impl Rendered {
+    pub fn new(delivery: Delivery, skip: Option<u64>, api_base: &str) -> Rendered {
+        Rendered {
+            delivery,
+            skip,
+            api_base: api_base.to_owned(),
+            native: OnceLock::new(),
+            mozilla: OnceLock::new(),
+            vpush: OnceLock::new(),
+        }
+    }
+
+    /// The frame for `dialect`; `None` when the dialect has no frame for this delivery.
+    pub fn frame(&self, dialect: Dialect) -> Option<&Utf8Bytes> {
+        let (cell, render): (_, fn(&Rendered) -> Option<String>) = match dialect {
+            Dialect::Native => (&self.native, |r| native_frame(&r.delivery)),
+            Dialect::Mozilla => (&self.mozilla, |r| r.delivery.mozilla_frame(&r.api_base)),
+            Dialect::VPush => (&self.vpush, |r| vpush_frame(&r.delivery)),
+        };
+        cell.get_or_init(|| render(self).map(Utf8Bytes::from))
+            .as_ref()
+    }
+}
+
+/// `{"type": "message", "id", "channel"?, "seq"?, "data", "createdAt", "expiresAt"?}`.
+fn native_frame(delivery: &Delivery) -> Option<String> {
+    let frame = match &delivery.event {
+        Event::ChannelMessage { message } => {
+            let mut frame = json!({
+                "type": "message",
+                "id": message.id,
+                "channel": message.channel,
+                "data": message.data,
+                "createdAt": rfc3339(message.created_us),
+            });
+            if let Some(position) = &delivery.position {
+                frame["seq"] = json!(position.offset);
+            }
+            if let Some(expires) = message.expires_us {
+                frame["expiresAt"] = json!(rfc3339(expires));
+            }
+            frame
+        }
+        Event::UserMessage { message } => json!({
+            "type": "message",
+            "id": message.id,
+            "data": message.data,
+            "createdAt": rfc3339(message.created_us),
+        }),
+        Event::QueueMessage { .. } | Event::Logout { .. } => return None,
+    };
+    Some(frame.to_string())
+}
+
+/// `{"message": "<text>"}`: a string as it is, any other JSON value as its text.
+fn vpush_frame(delivery: &Delivery) -> Option<String> {
+    let data = match &delivery.event {
+        Event::ChannelMessage { message } => &message.data,
+        Event::UserMessage { message } => &message.data,
+        Event::QueueMessage { .. } | Event::Logout { .. } => return None,
+    };
+    let text = match data {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    Some(json!({ "message": text }).to_string())
+}
+
+/// A frame a native client sends.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    Ack {
+        id: String,
+    },
+    Event {
+        id: String,
+        kind: String,
+    },
+    Subscribe {
+        channel: String,
+        #[serde(default)]
+        since: Option<u64>,
+        #[serde(default)]
+        epoch: Option<String>,
+    },
+    Unsubscribe {
+        channel: String,
+    },
+    Publish {
+        channel: String,
+        data: Value,
+    },
+    Ping,
+}
+
+/// Why a client frame was refused: the `code` and `message` of the error frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl FrameError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> FrameError {
+        FrameError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> FrameError {
+        FrameError::new("bad_request", message)
+    }
+}
+
+/// Parses a native client frame.
+pub fn parse_native(text: &str) -> Result<ClientFrame, FrameError> {
+    serde_json::from_str(text).map_err(|e| {
+        FrameError::bad_request(format!(
+            "expected a frame like {{\"type\": \"subscribe\", \"channel\": \"news\"}}: {e}"
+        ))
+    })
+}
+
+/// A VPush client frame: `{"message": "..."}`; the text to publish.
+pub fn parse_vpush(text: &str) -> Result<String, FrameError> {
+    #[derive(Deserialize)]
+    struct Frame {
+        message: String,
+    }
+    serde_json::from_str::<Frame>(text)
+        .map(|f| f.message)
+        .map_err(|_| FrameError::bad_request("expected {\"message\": \"<text>\"}"))
+}
+
+/// `{"type": "error", "code", "message"}` (VPush: `{"error": ...}`).
+pub fn error_frame(dialect: Dialect, error: &FrameError) -> Utf8Bytes {
+    let frame = match dialect {
+        Dialect::VPush => json!({"error": error.message, "code": error.code}),
+        _ => json!({"type": "error", "code": error.code, "message": error.message}),
+    };
+    Utf8Bytes::from(frame.to_string())
+}
+
+/// `{"type": "resync", "channel"}`: the socket may have missed messages of the channel
+/// that cannot be replayed.
+pub fn resync_frame(channel: &str) -> Utf8Bytes {
+    Utf8Bytes::from(json!({"type": "resync", "channel": channel}).to_string())
+}
+
+/// `{"type": "pong"}`.
+pub fn pong_frame() -> Utf8Bytes {
+    Utf8Bytes::from_static(r#"{"type":"pong"}"#)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::ids::{AppId, ChannelName, UserId};
+    use common::message::{ChannelMessage, UserMessage};
+    use common::stream::Position;
+
+    fn channel_message(data: Value) -> Delivery {
+        let message = ChannelMessage {
+            id: "m1".into(),
+            app: AppId::parse("dev").unwrap(),
+            channel: ChannelName::parse("news").unwrap(),
+            data,
+            created_us: 1_689_692_400_000_000,
+            expires_us: None,
+            replace_id: None,
+        };
+        Delivery::channel_message(
+            message,
+            Some(Position {
+                epoch: "e".into(),
+                offset: 7,
+            }),
+        )
+    }
+
+    #[test]
+    fn a_delivery_renders_once_per_dialect() {
+        let rendered = Rendered::new(channel_message(json!({"a": 1})), None, "http://h");
+        let native: Value = serde_json::from_str(rendered.frame(Dialect::Native).unwrap()).unwrap();
+        assert_eq!(
+            native,
+            json!({"type": "message", "id": "m1", "channel": "news", "seq": 7,
+                   "data": {"a": 1}, "createdAt": "2023-07-18T15:00:00Z"})
+        );
+        assert_eq!(
+            rendered.frame(Dialect::VPush).unwrap().as_str(),
+            r#"{"message":"{\"a\":1}"}"#
+        );
+        assert!(
+            rendered.frame(Dialect::Mozilla).is_none(),
+            "not a queue message"
+        );
+        let first = rendered.frame(Dialect::Native).unwrap().as_str().as_ptr();
+        let again = rendered.frame(Dialect::Native).unwrap().as_str().as_ptr();
+        assert_eq!(first, again, "rendered once");
+    }
+
+    #[test]
+    fn vpush_strings_pass_as_they_are() {
+        let rendered = Rendered::new(channel_message(json!("hello")), None, "");
+        assert_eq!(
+            rendered.frame(Dialect::VPush).unwrap().as_str(),
+            r#"{"message":"hello"}"#
+        );
+        let user = Delivery::user_message(UserMessage {
+            id: "u1".into(),
+            app: AppId::parse("dev").unwrap(),
+            user: UserId::parse("alice").unwrap(),
+            data: json!(3),
+            created_us: 0,
+        });
+        let rendered = Rendered::new(user, None, "");
+        let native: Value = serde_json::from_str(rendered.frame(Dialect::Native).unwrap()).unwrap();
+        assert_eq!(native["data"], 3);
+        assert!(native.get("channel").is_none());
+    }
+
+    #[test]
+    fn client_frames_parse_or_say_why_not() {
+        assert_eq!(
+            parse_native(r#"{"type":"subscribe","channel":"news","since":4}"#).unwrap(),
+            ClientFrame::Subscribe {
+                channel: "news".into(),
+                since: Some(4),
+                epoch: None
+            }
+        );
+        assert_eq!(
+            parse_native(r#"{"type":"ping"}"#).unwrap(),
+            ClientFrame::Ping
+        );
+        for bad in [
+            "",
+            "{}",
+            r#"{"type":"nope"}"#,
+            r#"{"type":"publish"}"#,
+            "[1]",
+        ] {
+            assert_eq!(parse_native(bad).unwrap_err().code, "bad_request", "{bad}");
+        }
+        assert_eq!(parse_vpush(r#"{"message":"hi"}"#).unwrap(), "hi");
+        assert!(parse_vpush(r#"{"message":1}"#).is_err());
+    }
+}

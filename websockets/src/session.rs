@@ -1,0 +1,215 @@
+//! Who a socket is and what it follows: a Mozilla token's socket follows the token's
+//! stream; a connection token's socket (native, Socrate, VPush) follows its user's stream
+//! (user messages, force logout) and the channels it subscribed to, within what its token
+//! allows. Opening a session registers the socket with the hub and counts its presence;
+//! closing it undoes both.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::ids::ChannelName;
+use common::jwt::Grant;
+use common::store::StoreError;
+use common::stream::{Position, StreamKey};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::EdgeState;
+use crate::frames::Dialect;
+use crate::hub::Conn;
+use crate::presence::Key;
+
+/// Who the socket is.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// A Mozilla token's socket, following the token's stream.
+    Mozilla,
+    /// A connection token's socket.
+    Token(Grant),
+}
+
+/// One socket's session: its hub entry, dialect, identity and channels.
+pub struct Session {
+    pub conn: Arc<Conn>,
+    pub dialect: Dialect,
+    pub identity: Identity,
+    /// Channels subscribed to, with their stream keys.
+    pub channels: HashMap<ChannelName, StreamKey>,
+}
+
+/// Why a session could not open.
+#[derive(Debug)]
+pub enum OpenError {
+    /// At the connection limit, or draining.
+    Full,
+    Store(StoreError),
+}
+
+impl Session {
+    /// The token's grant, for a connection token's socket.
+    pub fn grant(&self) -> Option<&Grant> {
+        match &self.identity {
+            Identity::Token(grant) => Some(grant),
+            Identity::Mozilla => None,
+        }
+    }
+
+    /// The native `welcome` frame.
+    pub fn welcome(&self, edge: &EdgeState) -> Option<Utf8Bytes> {
+        let grant = self.grant()?;
+        let mut channels: Vec<&str> = self.channels.keys().map(ChannelName::as_str).collect();
+        channels.sort_unstable();
+        let heartbeat = edge.config.ping_interval_ms / 1000;
+        let frame = json!({
+            "type": "welcome",
+            "connectionId": format!("{}-{}", edge.node_id, self.conn.id),
+            "user": grant.user,
+            "node": edge.node_id,
+            "channels": channels,
+            "heartbeat": heartbeat,
+        });
+        Some(Utf8Bytes::from(frame.to_string()))
+    }
+
+    /// Whether the token allows `channel`.
+    pub fn may_use(&self, channel: &ChannelName) -> bool {
+        self.grant()
+            .is_some_and(|g| g.channels.iter().any(|p| p.matches(channel)))
+    }
+
+    fn presence_key(&self, channel: Option<&ChannelName>) -> Option<Key> {
+        let grant = self.grant()?;
+        Some(Key {
+            app: grant.app.clone(),
+            user: grant.user.clone(),
+            channel: channel.cloned(),
+        })
+    }
+
+    /// Records that the socket follows `channel` now.
+    pub fn joined(&mut self, edge: &EdgeState, channel: ChannelName, key: StreamKey) {
+        if let Some(presence) = self.presence_key(Some(&channel)) {
+            edge.presence.add(presence);
+        }
+        self.channels.insert(channel, key);
+    }
+
+    /// Stops following `channel`; false if it did not.
+    pub fn leave(&mut self, edge: &EdgeState, channel: &ChannelName) -> bool {
+        let Some(key) = self.channels.remove(channel) else {
+            return false;
+        };
+        edge.hub.unsubscribe(&self.conn, &key);
+        if let Some(presence) = self.presence_key(Some(channel)) {
+            edge.presence.remove(presence);
+        }
+        true
+    }
+
+    /// Unregisters the socket and takes its presence back.
+    pub fn close(self, edge: &EdgeState) {
+        edge.unregister(&self.conn);
+        if let Some(user) = self.presence_key(None) {
+            for channel in self.channels.keys() {
+                if let Some(key) = self.presence_key(Some(channel)) {
+                    edge.presence.remove(key);
+                }
+            }
+            edge.presence.remove(user);
+        }
+    }
+}
+
+/// The stream of a user's sockets.
+pub fn user_stream(grant: &Grant) -> StreamKey {
+    StreamKey::user(&grant.app, &grant.user)
+}
+
+impl EdgeState {
+    /// Opens the session of a Mozilla token's socket, following the token's stream from
+    /// `head` on.
+    pub fn open_mozilla(
+        &self,
+        key: &StreamKey,
+        head: &Position,
+    ) -> Result<(Session, mpsc::Receiver<Utf8Bytes>), OpenError> {
+        let (conn, frames) = self.register(Dialect::Mozilla, 0)?;
+        if self.hub.subscribe(&conn, key, Some(head)) {
+            self.recovery.check_new(key);
+        }
+        let session = Session {
+            conn,
+            dialect: Dialect::Mozilla,
+            identity: Identity::Mozilla,
+            channels: HashMap::new(),
+        };
+        Ok((session, frames))
+    }
+
+    /// Opens the session of a connection token's socket: follows its user's stream and
+    /// subscribes the exact channel names its token lists.
+    pub async fn open_token(
+        &self,
+        grant: Grant,
+        dialect: Dialect,
+    ) -> Result<(Session, mpsc::Receiver<Utf8Bytes>), OpenError> {
+        let listed: Vec<(ChannelName, StreamKey)> = grant
+            .channels
+            .iter()
+            .filter_map(|p| p.exact())
+            .map(|c| {
+                let key = StreamKey::channel(&grant.app, &c);
+                (c, key)
+            })
+            .collect();
+        let keys: Vec<StreamKey> = listed.iter().map(|(_, k)| k.clone()).collect();
+        let heads: HashMap<StreamKey, Position> = self
+            .services
+            .stores
+            .streams
+            .stream_heads(&keys)
+            .await
+            .map_err(OpenError::Store)?
+            .into_iter()
+            .collect();
+        let (conn, frames) = self.register(dialect, grant.issued_us)?;
+        self.hub.subscribe(&conn, &user_stream(&grant), None);
+        let mut session = Session {
+            conn,
+            dialect,
+            identity: Identity::Token(grant),
+            channels: HashMap::new(),
+        };
+        if let Some(user) = session.presence_key(None) {
+            self.presence.add(user);
+        }
+        for (channel, key) in listed {
+            if self.hub.subscribe(&session.conn, &key, heads.get(&key)) && heads.contains_key(&key)
+            {
+                self.recovery.check_new(&key);
+            }
+            session.joined(self, channel, key);
+        }
+        Ok((session, frames))
+    }
+
+    fn register(
+        &self,
+        dialect: Dialect,
+        issued_us: i64,
+    ) -> Result<(Arc<Conn>, mpsc::Receiver<Utf8Bytes>), OpenError> {
+        let Some(registered) = self.hub.register(dialect, issued_us) else {
+            self.metrics.sockets.with_label_values(&["full"]).inc();
+            return Err(OpenError::Full);
+        };
+        self.metrics.sockets.with_label_values(&["accepted"]).inc();
+        self.metrics.connections.set(self.hub.len() as i64);
+        Ok(registered)
+    }
+
+    /// How many sockets of `user` this edge holds (per-user limit).
+    pub fn user_sockets(&self, grant: &Grant) -> usize {
+        self.hub.subscriber_count(&user_stream(grant))
+    }
+}
