@@ -78,6 +78,7 @@ where
 pub struct Proc {
     pub name: String,
     binary: String,
+    config: PathBuf,
     args: Vec<String>,
     env: BTreeMap<String, String>,
     log: PathBuf,
@@ -94,9 +95,23 @@ impl Proc {
         args: Vec<String>,
         log: PathBuf,
     ) -> Proc {
+        let config = repo_root().join("etc/herald.toml");
+        Proc::start_configured(name, binary, config, env, args, log)
+    }
+
+    /// Like `start`, with the config file `config`.
+    pub fn start_configured(
+        name: &str,
+        binary: &str,
+        config: PathBuf,
+        env: BTreeMap<String, String>,
+        args: Vec<String>,
+        log: PathBuf,
+    ) -> Proc {
         let mut proc = Proc {
             name: name.into(),
             binary: binary.into(),
+            config,
             args,
             env,
             log,
@@ -114,10 +129,13 @@ impl Proc {
             .unwrap();
         let child = Command::new(binary(&self.binary))
             .arg("--config")
-            .arg(repo_root().join("etc/herald.toml"))
+            .arg(&self.config)
             .args(&self.args)
             .envs(&self.env)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("HERALD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -217,12 +235,13 @@ impl Ports {
 
 /// A whole cluster of real processes: router, API, N edges, optionally the monitor.
 pub struct Cluster {
-    pub dir: tempfile::TempDir,
     pub ports: Ports,
     pub router: Proc,
     pub api: Proc,
     pub edges: Vec<Proc>,
     pub monitor: Option<Proc>,
+    /// Last, so that it outlives the processes: their logs are read when a test fails.
+    pub dir: tempfile::TempDir,
 }
 
 /// What to start.
@@ -232,6 +251,9 @@ pub struct Options {
     pub monitor: bool,
     /// Extra `HERALD__*` overrides (without the prefix) for every process.
     pub env: &'static [(&'static str, &'static str)],
+    /// TOML appended to a copy of `etc/herald.toml` (e.g. more `[[apps.keys]]` for the
+    /// dev app, which the file ends with).
+    pub config: &'static str,
 }
 
 impl Default for Options {
@@ -240,6 +262,7 @@ impl Default for Options {
             edges: 1,
             monitor: false,
             env: &[],
+            config: "",
         }
     }
 }
@@ -253,9 +276,15 @@ impl Cluster {
         for (key, value) in options.env {
             env.insert(format!("HERALD__{key}"), (*value).to_owned());
         }
+        let config = dir.path().join("herald.toml");
+        let base = std::fs::read_to_string(repo_root().join("etc/herald.toml")).unwrap();
+        std::fs::write(&config, format!("{base}\n{}\n", options.config)).unwrap();
         let log = |name: &str| dir.path().join(format!("{name}.log"));
-        let router = Proc::start("router", "router", env.clone(), vec![], log("router"));
-        let api = Proc::start("api", "api", env.clone(), vec![], log("api"));
+        let start = |name: &str, binary: &str, env: BTreeMap<String, String>| {
+            Proc::start_configured(name, binary, config.clone(), env, vec![], log(name))
+        };
+        let router = start("router", "router", env.clone());
+        let api = start("api", "api", env.clone());
         let edges = ports
             .edges
             .iter()
@@ -270,18 +299,12 @@ impl Cluster {
                     "HERALD__WEBSOCKETS__PUBLIC_URL".into(),
                     format!("ws://127.0.0.1:{port}"),
                 );
-                Proc::start(
-                    &format!("edge{i}"),
-                    "websockets",
-                    env,
-                    vec![],
-                    log(&format!("edge{i}")),
-                )
+                start(&format!("edge{i}"), "websockets", env)
             })
             .collect();
         let monitor = options
             .monitor
-            .then(|| Proc::start("monitor", "monitor", env.clone(), vec![], log("monitor")));
+            .then(|| start("monitor", "monitor", env.clone()));
         let cluster = Cluster {
             dir,
             ports,
@@ -582,5 +605,113 @@ pub async fn count_until_quiet(
         if let Some(key) = frame["key"].as_str() {
             *seen.entry(key.to_owned()).or_default() += 1;
         }
+    }
+}
+
+/// The dev app's admin secret (`etc/herald.toml`), holding every scope.
+pub const DEV_SECRET: &str = "dev-secret-change-me";
+
+/// A client of `/api/v1` with one API key.
+#[derive(Clone)]
+pub struct V1 {
+    pub base: String,
+    pub secret: String,
+    pub http: reqwest::Client,
+}
+
+impl V1 {
+    /// A client of the cluster's API with the dev admin key.
+    pub fn new(base: &str) -> V1 {
+        V1::with_secret(base, DEV_SECRET)
+    }
+
+    pub fn with_secret(base: &str, secret: &str) -> V1 {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        V1 {
+            base: base.into(),
+            secret: secret.into(),
+            http,
+        }
+    }
+
+    /// `method` on `/api/v1/<path>` with the key as a bearer token and an optional JSON
+    /// body; the status and JSON answer.
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self
+            .http
+            .request(method, format!("{}/api/v1/{path}", self.base))
+            .bearer_auth(&self.secret);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Moz::answer(request.send().await.unwrap()).await
+    }
+
+    /// Mints a connection token (`POST /api/v1/tokens`, expecting 201).
+    pub async fn token(&self, request: Value) -> String {
+        let (status, body) = self.call("POST", "tokens", Some(request)).await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Socket {
+    /// A native socket (`/ws?token=`) on edge `base`, and its welcome frame.
+    pub async fn native(base: &str, token: &str) -> (Socket, Value) {
+        let mut socket = Socket::connect(&format!("{base}/ws?token={token}")).await;
+        let welcome = socket.next_json(DEADLINE).await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        (socket, welcome)
+    }
+
+    /// Sends a JSON frame.
+    pub async fn send_json(&mut self, frame: &Value) {
+        self.send_text(&frame.to_string()).await;
+    }
+
+    /// The next frame whose `type` is not `subscribed` (native acks are skipped).
+    pub async fn next_event(&mut self, deadline: Duration) -> Value {
+        loop {
+            let frame = self.next_json(deadline).await;
+            if frame["type"] != "subscribed" {
+                return frame;
+            }
+        }
+    }
+}
+
+/// The HTTP status a handshake to `url` is refused with (panics if it succeeds).
+pub async fn refused(url: &str) -> u16 {
+    refused_request(url.into_client_request_checked()).await
+}
+
+/// The HTTP status a handshake `request` is refused with (panics if it succeeds).
+pub async fn refused_request(
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+) -> u16 {
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Ok(_) => panic!("the handshake succeeded"),
+        Err(e) => panic!("the handshake failed otherwise: {e}"),
+    }
+}
+
+/// A URL as a handshake request.
+trait IntoRequest {
+    fn into_client_request_checked(
+        self,
+    ) -> tokio_tungstenite::tungstenite::handshake::client::Request;
+}
+
+impl IntoRequest for &str {
+    fn into_client_request_checked(
+        self,
+    ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        self.into_client_request().unwrap()
     }
 }

@@ -79,6 +79,7 @@ async fn a_killed_edge_is_dropped_from_nodes_by_the_monitor() {
         edges: 2,
         monitor: true,
         env: &[("CLUSTER__NODE_TTL_MS", "600000")],
+        ..Options::default()
     };
     let mut cluster = Cluster::start(options).await;
     let moz = cluster.moz();

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use common::clock::now_us;
 use common::config::ms;
 use common::ids::ChannelName;
-use common::message::Origin;
+use common::message::{Delivery, Origin};
 use common::stream::{Position, StreamKey};
 use futures_util::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -37,7 +37,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use crate::EdgeState;
 use crate::frames::{
     ClientFrame, Dialect, FrameError, Rendered, error_frame, parse_native, parse_vpush, pong_frame,
-    resync_frame,
+    resync_frame, subscribed_frame,
 };
 use crate::hub::{Join, close_code};
 use crate::session::Session;
@@ -454,19 +454,27 @@ async fn subscribe(
     if since.is_some() && !resumable {
         send(ws, session, resync_frame(channel.as_str())).await?;
     }
-    let joined_new = match (resumable, since, &head) {
+    let (joined_new, at) = match (resumable, since, &head) {
         (true, Some(since), Some(head)) => resume(edge, ws, session, &key, head, since).await?,
-        _ => edge.hub.subscribe(&session.conn, &key, head.as_ref()),
+        _ => (
+            edge.hub.subscribe(&session.conn, &key, head.as_ref()),
+            head.as_ref().map(|h| h.offset),
+        ),
     };
     if joined_new && head.is_some() {
         edge.recovery.check_new(&key);
     }
+    let position = head.as_ref().zip(at).map(|(h, offset)| Position {
+        epoch: h.epoch.clone(),
+        offset,
+    });
+    let frame = subscribed_frame(channel.as_str(), position.as_ref());
     session.joined(edge, channel, key);
-    Ok(())
+    send(ws, session, frame).await
 }
 
 /// Replays `key` after `since` to the socket, then joins the live stream where the replay
-/// ended; whether the edge follows the stream anew.
+/// ended: whether the edge follows the stream anew, and the offset the socket is at.
 async fn resume(
     edge: &EdgeState,
     ws: &mut Socket,
@@ -474,8 +482,9 @@ async fn resume(
     key: &StreamKey,
     head: &Position,
     since: u64,
-) -> Result<bool, Handled> {
+) -> Result<(bool, Option<u64>), Handled> {
     let mut sent = since;
+    let mut first_page = true;
     for _ in 0..JOIN_ROUNDS {
         loop {
             let page = edge
@@ -486,6 +495,14 @@ async fn resume(
                 .await
                 .map_err(|e| FrameError::new("unavailable", e.to_string()))?;
             let full = page.len() == REPLAY_PAGE;
+            if std::mem::take(&mut first_page) {
+                // History no longer reaching back to `since` (trimmed, expired): what the
+                // socket missed cannot all be replayed.
+                let next = page.first().map_or(head.offset + 1, Delivery::offset);
+                if head.offset > since && next > since + 1 {
+                    send(ws, session, resync_frame(key_channel(key))).await?;
+                }
+            }
             for delivery in page {
                 if delivery
                     .position
@@ -510,13 +527,14 @@ async fn resume(
             }
         }
         match edge.hub.join(&session.conn, key, Some(head), sent) {
-            Join::Following { new } => return Ok(new),
+            Join::Following { new } => return Ok((new, Some(sent))),
             Join::Behind { .. } => continue,
         }
     }
     // The stream moves faster than this socket can catch up: live from where the edge is.
     send(ws, session, resync_frame(key_channel(key))).await?;
-    Ok(edge.hub.subscribe(&session.conn, key, Some(head)))
+    let new = edge.hub.subscribe(&session.conn, key, Some(head));
+    Ok((new, edge.hub.cursor(key).map(|c| c.offset)))
 }
 
 /// The channel name part of a channel stream key.

@@ -160,15 +160,16 @@ pub fn parse_native(text: &str) -> Result<ClientFrame, FrameError> {
     })
 }
 
-/// A VPush client frame: `{"message": "..."}`; the text to publish.
+/// A VPush client frame: the JSON object `{"message": "..."}`; the text to publish.
 pub fn parse_vpush(text: &str) -> Result<String, FrameError> {
-    #[derive(Deserialize)]
-    struct Frame {
-        message: String,
+    let refused = || FrameError::bad_request("expected {\"message\": \"<text>\"}");
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(mut frame)) => match frame.remove("message") {
+            Some(Value::String(message)) => Ok(message),
+            _ => Err(refused()),
+        },
+        _ => Err(refused()),
     }
-    serde_json::from_str::<Frame>(text)
-        .map(|f| f.message)
-        .map_err(|_| FrameError::bad_request("expected {\"message\": \"<text>\"}"))
 }
 
 /// `{"type": "error", "code", "message"}` (VPush: `{"error": ...}`).
@@ -184,6 +185,18 @@ pub fn error_frame(dialect: Dialect, error: &FrameError) -> Utf8Bytes {
 /// that cannot be replayed.
 pub fn resync_frame(channel: &str) -> Utf8Bytes {
     Utf8Bytes::from(json!({"type": "resync", "channel": channel}).to_string())
+}
+
+/// `{"type": "subscribed", "channel", "epoch"?, "seq"?}`: the socket follows the channel
+/// live from here; for a channel with history, the position it is at (what a later
+/// `subscribe` with `since` resumes after). Frames before it were the replay.
+pub fn subscribed_frame(channel: &str, position: Option<&common::stream::Position>) -> Utf8Bytes {
+    let mut frame = json!({"type": "subscribed", "channel": channel});
+    if let Some(position) = position {
+        frame["epoch"] = json!(position.epoch);
+        frame["seq"] = json!(position.offset);
+    }
+    Utf8Bytes::from(frame.to_string())
 }
 
 /// `{"type": "pong"}`.
@@ -284,5 +297,9 @@ mod tests {
         }
         assert_eq!(parse_vpush(r#"{"message":"hi"}"#).unwrap(), "hi");
         assert!(parse_vpush(r#"{"message":1}"#).is_err());
+        assert!(
+            parse_vpush(r#"["hello"]"#).is_err(),
+            "an array is not the object"
+        );
     }
 }

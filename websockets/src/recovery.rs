@@ -252,6 +252,7 @@ pub async fn run(edge: Arc<EdgeState>, shutdown: CancellationToken) {
 
 /// Checks `keys` against the store, in batches; reschedules what could not be checked.
 async fn pass(edge: &EdgeState, keys: &[StreamKey], resync: bool) {
+    tracing::debug!(streams = keys.len(), resync, "recovery pass");
     if keys.is_empty() {
         return;
     }
@@ -291,7 +292,8 @@ async fn check_batch(
             }
             (None, Some(StreamKind::Channel { channel, .. })) => {
                 if resync {
-                    edge.hub.resync_ephemeral(key, &resync_frame(channel));
+                    let told = edge.hub.resync_ephemeral(key, &resync_frame(channel));
+                    tracing::debug!(stream = %key, told, "ephemeral stream told to resync");
                 }
                 Outcome::Ephemeral
             }

@@ -55,8 +55,11 @@ impl Session {
         }
     }
 
-    /// The native `welcome` frame.
+    /// The native `welcome` frame (only native sockets get one).
     pub fn welcome(&self, edge: &EdgeState) -> Option<Utf8Bytes> {
+        if self.dialect != Dialect::Native {
+            return None;
+        }
         let grant = self.grant()?;
         let mut channels: Vec<&str> = self.channels.keys().map(ChannelName::as_str).collect();
         channels.sort_unstable();
