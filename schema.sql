@@ -103,6 +103,8 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     created_us    INTEGER NOT NULL,
     stream_epoch  TEXT,
     stream_offset INTEGER,
+    -- The message's own expiry, part of the first result.
+    message_expires_us INTEGER,
     expires_us    INTEGER NOT NULL,
     PRIMARY KEY (app, key)
 ) WITHOUT ROWID;

@@ -7,4 +7,9 @@ cargo build --release --bins
 out=bench/results/results.txt
 echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" >> "$out"
 target/release/herald-bench --out "$out" idle-sockets --sockets "${IDLE_SOCKETS:-5000}"
-target/release/herald-bench --out "$out" latency --subscribers "${SUBSCRIBERS:-1000}" --rate "${RATE:-20}" --seconds "${SECONDS_:-10}"
+for rate in ${RATES:-20 200}; do
+    for target in mozilla channel; do
+        target/release/herald-bench --out "$out" latency --target "$target" \
+            --subscribers "${SUBSCRIBERS:-1000}" --rate "$rate" --seconds "${SECONDS_:-10}"
+    done
+done

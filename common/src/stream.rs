@@ -70,6 +70,14 @@ impl StreamKey {
         &self.0
     }
 
+    /// The channel name of a channel's stream (`""` for any other kind).
+    pub fn channel_name(&self) -> &str {
+        match self.kind() {
+            Some(StreamKind::Channel { channel, .. }) => channel,
+            _ => "",
+        }
+    }
+
     /// The ZeroMQ routing key of deliveries on this stream: the key and a `|` delimiter,
     /// so that a prefix subscription to one stream does not match a longer one.
     pub fn routing_key(&self) -> String {

@@ -500,7 +500,7 @@ async fn resume(
                 // socket missed cannot all be replayed.
                 let next = page.first().map_or(head.offset + 1, Delivery::offset);
                 if head.offset > since && next > since + 1 {
-                    send(ws, session, resync_frame(key_channel(key))).await?;
+                    send(ws, session, resync_frame(key.channel_name())).await?;
                 }
             }
             for delivery in page {
@@ -532,17 +532,9 @@ async fn resume(
         }
     }
     // The stream moves faster than this socket can catch up: live from where the edge is.
-    send(ws, session, resync_frame(key_channel(key))).await?;
+    send(ws, session, resync_frame(key.channel_name())).await?;
     let new = edge.hub.subscribe(&session.conn, key, Some(head));
     Ok((new, edge.hub.cursor(key).map(|c| c.offset)))
-}
-
-/// The channel name part of a channel stream key.
-fn key_channel(key: &StreamKey) -> &str {
-    match key.kind() {
-        Some(common::stream::StreamKind::Channel { channel, .. }) => channel,
-        _ => "",
-    }
 }
 
 /// Writes `first` and whatever else is queued (up to `BURST`), then flushes once.

@@ -121,14 +121,15 @@ impl EdgeState {
         }
     }
 
-    /// A router stream may have lost deliveries: check every stream here; `first` when the
-    /// anomaly is new (ephemeral streams are told to resync once per anomaly).
-    pub fn report(&self, anomaly: Anomaly, first: bool) {
+    /// A router stream may have lost deliveries: check every stream here. Ephemeral
+    /// streams are told to resync only on evidence of a loss (a sequence gap, a new router
+    /// epoch), not on a silence alone: a router heard again without a gap lost nothing.
+    pub fn report(&self, anomaly: Anomaly) {
         self.metrics
             .anomalies
             .with_label_values(&[anomaly.label()])
             .inc();
-        let resync = first && anomaly != Anomaly::FirstContact;
+        let resync = matches!(anomaly, Anomaly::Gap | Anomaly::NewEpoch);
         self.recovery.check_all(anomaly.label(), resync);
     }
 

@@ -337,13 +337,8 @@ async fn catch_up(
         return Ok(Outcome::UpToDate);
     }
     if behind > edge.config.recovery_limit {
-        let channel = match key.kind() {
-            Some(StreamKind::Channel { channel, .. }) => channel,
-            _ => "",
-        };
-        let sockets = edge
-            .hub
-            .skip_to(key, head, close_code::RESYNC, &resync_frame(channel));
+        let resync = resync_frame(key.channel_name());
+        let sockets = edge.hub.skip_to(key, head, close_code::RESYNC, &resync);
         tracing::warn!(stream = %key, behind, sockets, "too far behind to replay; sockets told to resync");
         return Ok(Outcome::TooFarBehind);
     }

@@ -141,11 +141,10 @@ pub async fn run(edge: Arc<EdgeState>, view: Arc<RouterView>, shutdown: Cancella
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(_) => {
-                    let first = view.state.lock().is_ok_and(|mut s| s.silence());
-                    if first {
+                    if view.state.lock().is_ok_and(|mut s| s.silence()) {
                         tracing::warn!(router = %view.endpoint, "router silent; checking streams against the store");
                     }
-                    edge.report(Anomaly::Silence, first);
+                    edge.report(Anomaly::Silence);
                     // zmq.rs backs its own reconnects off up to 30 s; after a long silence
                     // a fresh socket (our backoff, at most 2 s) gets the stream back sooner.
                     quiet_timeouts += 1;
@@ -205,7 +204,7 @@ fn handle(edge: &EdgeState, view: &RouterView, envelope: Envelope) {
         if anomaly != Anomaly::FirstContact {
             tracing::warn!(router = %view.endpoint, anomaly = anomaly.label(), "possible loss; checking streams against the store");
         }
-        edge.report(anomaly, true);
+        edge.report(anomaly);
     }
     match envelope.header.kind {
         Kind::Heartbeat => {}

@@ -220,13 +220,14 @@ impl Services {
                 Publication::Repeat {
                     id,
                     created_us,
+                    expires_us,
                     position,
                 } => Ok(Published {
                     id,
                     channel: message.channel,
                     position,
                     created_us,
-                    expires_us: None,
+                    expires_us,
                     repeat: true,
                 }),
             }

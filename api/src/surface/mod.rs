@@ -177,6 +177,90 @@ pub fn method_is(
         .untuple_one()
 }
 
+/// One request as a route's handler sees it.
+pub struct Request {
+    pub state: Arc<AppState>,
+    pub headers: HeaderMap,
+    /// The percent-decoded `{}` segments of the route's path, in order.
+    pub path: Vec<String>,
+    /// The raw query string (empty when there is none).
+    pub query: String,
+    pub body: Result<Bytes, BodyError>,
+}
+
+impl Request {
+    /// The `{}` segment at `index` (routes declare how many they have).
+    pub fn segment(&self, index: usize) -> &str {
+        self.path.get(index).map_or("", String::as_str)
+    }
+
+    /// The first query parameter named `name`; an error for a query string that does not
+    /// parse.
+    pub fn query_param(&self, name: &str) -> Result<Option<String>, serde_urlencoded::de::Error> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&self.query)?;
+        Ok(pairs.into_iter().find(|(k, _)| k == name).map(|(_, v)| v))
+    }
+}
+
+/// A route's handler.
+pub type Handler<E> =
+    fn(Request) -> std::pin::Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>;
+
+/// How a surface builds its routes: what another method on a known path is rejected with,
+/// and how a handler's refusal is rendered in the surface's error shape.
+#[derive(Clone, Copy)]
+pub struct Shape<E> {
+    pub wrong_method: fn() -> warp::Rejection,
+    pub render: fn(E) -> Response,
+}
+
+/// A route: `method` on `path` below the surface's prefix (`{}` stands for a
+/// percent-decoded segment; the trailing slash is optional), recorded as `name`.
+pub fn route<E: Send + 'static>(
+    state: &Arc<AppState>,
+    shape: Shape<E>,
+    method: warp::http::Method,
+    path: &'static [&'static str],
+    name: &'static str,
+    handler: Handler<E>,
+) -> warp::filters::BoxedFilter<(Response,)> {
+    let mut filter = warp::any().map(Vec::<String>::new).boxed();
+    for part in path {
+        filter = if *part == "{}" {
+            filter
+                .and(segment())
+                .map(|mut params: Vec<String>, p: String| {
+                    params.push(p);
+                    params
+                })
+                .boxed()
+        } else {
+            filter.and(warp::path(*part)).boxed()
+        };
+    }
+    let max_body = state.max_body_bytes;
+    filter
+        .and(warp::path::end())
+        .and(method_is(method, shape.wrong_method))
+        .and(with_state(state.clone()))
+        .and(warp::header::headers_cloned())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(body(max_body))
+        .then(move |path, state: Arc<AppState>, headers, query, body| {
+            let request = Request {
+                state: state.clone(),
+                headers,
+                path,
+                query,
+                body,
+            };
+            finish(state, name, move |_| async move {
+                handler(request).await.unwrap_or_else(shape.render)
+            })
+        })
+        .boxed()
+}
+
 /// Why a request was not let through to its operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denied {

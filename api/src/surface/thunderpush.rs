@@ -19,7 +19,7 @@ use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
-use super::{BodyError, Denied, Failure, Surface, finish, segment, with_state};
+use super::{BodyError, Denied, Failure, Request, Surface};
 use crate::AppState;
 use crate::service::ServiceError;
 use crate::service::channels::ChannelPublish;
@@ -67,18 +67,30 @@ fn count(n: u64) -> Response {
     reply(StatusCode::OK, format!("{{\"count\": {n}}}\n"))
 }
 
-/// What a handler gets: the app (its key checked for the route's scope), the target, the
-/// body.
+/// A request whose app key and secret were checked for the route's scope: the app, the
+/// route's target segment (channel or user), the body.
 struct Call {
     state: Arc<AppState>,
     app: AppId,
-    target: Option<String>,
+    target: String,
     body: Result<Bytes, BodyError>,
 }
 
 type Outcome = Result<Response, Failure>;
 
 impl Call {
+    /// Checks the key in the path and the secret header for `scope` — before anything
+    /// else, as the original does (a 401 wins over a bad body).
+    fn authorized(request: Request, scope: &'static str) -> Result<Call, Failure> {
+        let app = authorize(&request.state, request.segment(0), &request.headers, scope)?;
+        Ok(Call {
+            app,
+            target: request.segment(1).to_owned(),
+            state: request.state,
+            body: request.body,
+        })
+    }
+
     /// The body as JSON (any value), or the original's 400.
     fn json(&self) -> Result<Value, Failure> {
         match &self.body {
@@ -92,7 +104,7 @@ impl Call {
     }
 
     fn channel(&self) -> Result<ChannelName, Failure> {
-        ChannelName::parse(self.target.clone().unwrap_or_default()).map_err(|e| {
+        ChannelName::parse(self.target.as_str()).map_err(|e| {
             Failure::new(
                 StatusCode::BAD_REQUEST,
                 format!("Invalid channel name: {e}."),
@@ -101,7 +113,7 @@ impl Call {
     }
 
     fn user(&self) -> Result<UserId, Failure> {
-        UserId::parse(self.target.clone().unwrap_or_default())
+        UserId::parse(self.target.as_str())
             .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("Invalid user id: {e}.")))
     }
 }
@@ -110,50 +122,19 @@ fn not_json() -> Failure {
     Failure::new(StatusCode::BAD_REQUEST, "Request body is not valid JSON.")
 }
 
-type Handler = fn(Call) -> std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>>;
-
-/// One route: `resource` (`users` or `channels`), with or without a target segment.
+/// A route: `method` on `/api/1.0.0/<path>`, recorded as `name`.
 fn route(
     state: &Arc<AppState>,
     method: Method,
-    resource: &'static str,
-    with_target: bool,
-    scope: &'static str,
+    path: &'static [&'static str],
     name: &'static str,
-    handler: Handler,
+    handler: super::Handler<Failure>,
 ) -> warp::filters::BoxedFilter<(Response,)> {
-    let target = if with_target {
-        segment().map(Some).boxed()
-    } else {
-        warp::any().map(|| None::<String>).boxed()
+    let shape = super::Shape {
+        wrong_method: || warp::reject::custom(WrongMethod),
+        render,
     };
-    let max_body = state.max_body_bytes;
-    segment()
-        .and(warp::path(resource))
-        .and(target)
-        .and(warp::path::end())
-        .and(super::method_is(method, warp::reject::not_found))
-        .and(with_state(state.clone()))
-        .and(warp::header::headers_cloned())
-        .and(super::body(max_body))
-        .then(
-            move |app_key: String, target, state: Arc<AppState>, headers: HeaderMap, body| {
-                finish(state.clone(), name, move |state| async move {
-                    let app = match authorize(&state, &app_key, &headers, scope) {
-                        Ok(app) => app,
-                        Err(failure) => return render(failure),
-                    };
-                    let call = Call {
-                        state,
-                        app,
-                        target,
-                        body,
-                    };
-                    handler(call).await.unwrap_or_else(render)
-                })
-            },
-        )
-        .boxed()
+    super::route(state, shape, method, path, name, handler)
 }
 
 /// The app of `app_key`, provided the secret header is one of its keys with `scope`.
@@ -186,67 +167,42 @@ fn authorize(
     }
 }
 
-/// The routes under `/api/1.0.0/`.
+/// The routes under `/api/1.0.0/`: `{appKey}/channels/{ch}/`, `{appKey}/users/`,
+/// `{appKey}/users/{id}/`.
 pub fn routes(state: Arc<AppState>) -> Surface {
     let s = &state;
-    let routes = route(
-        s,
-        Method::POST,
-        "channels",
-        true,
-        "messages:send",
-        "thunder_channel_post",
-        |c| Box::pin(channel_post(c)),
-    )
+    let channel = &["{}", "channels", "{}"];
+    let user = &["{}", "users", "{}"];
+    let routes = route(s, Method::POST, channel, "thunder_channel_post", |r| {
+        Box::pin(channel_post(r))
+    })
     .or(route(
         s,
         Method::GET,
-        "channels",
-        true,
-        "channels:read",
+        channel,
         "thunder_channel_users",
-        |c| Box::pin(channel_users(c)),
+        |r| Box::pin(channel_users(r)),
     ))
     .unify()
     .or(route(
         s,
         Method::GET,
-        "users",
-        false,
-        "users:read",
+        &["{}", "users"],
         "thunder_users_count",
-        |c| Box::pin(users_count(c)),
+        |r| Box::pin(users_count(r)),
     ))
     .unify()
-    .or(route(
-        s,
-        Method::GET,
-        "users",
-        true,
-        "users:read",
-        "thunder_user_get",
-        |c| Box::pin(user_online(c)),
-    ))
+    .or(route(s, Method::GET, user, "thunder_user_get", |r| {
+        Box::pin(user_online(r))
+    }))
     .unify()
-    .or(route(
-        s,
-        Method::POST,
-        "users",
-        true,
-        "messages:send",
-        "thunder_user_post",
-        |c| Box::pin(user_post(c)),
-    ))
+    .or(route(s, Method::POST, user, "thunder_user_post", |r| {
+        Box::pin(user_post(r))
+    }))
     .unify()
-    .or(route(
-        s,
-        Method::DELETE,
-        "users",
-        true,
-        "users:write",
-        "thunder_user_logout",
-        |c| Box::pin(user_logout(c)),
-    ))
+    .or(route(s, Method::DELETE, user, "thunder_user_logout", |r| {
+        Box::pin(user_logout(r))
+    }))
     .unify();
     let preflight = warp::options().map(|| cors(warp::reply().into_response()));
     warp::path("api")
@@ -255,13 +211,23 @@ pub fn routes(state: Arc<AppState>) -> Surface {
         .boxed()
 }
 
-async fn rejection(_: Rejection) -> Result<Response, std::convert::Infallible> {
-    Ok(error(StatusCode::NOT_FOUND, "Not Found"))
+/// The path matched but not the method: 405, as the original answers.
+#[derive(Debug)]
+struct WrongMethod;
+impl warp::reject::Reject for WrongMethod {}
+
+async fn rejection(rejection: Rejection) -> Result<Response, std::convert::Infallible> {
+    Ok(if rejection.find::<WrongMethod>().is_some() {
+        error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+    } else {
+        error(StatusCode::NOT_FOUND, "Not Found")
+    })
 }
 
 /// `POST channels/{ch}/`: any JSON body, pushed to the channel; how many sockets
 /// subscribe to it.
-async fn channel_post(call: Call) -> Outcome {
+async fn channel_post(request: Request) -> Outcome {
+    let call = Call::authorized(request, "messages:send")?;
     let channel = call.channel()?;
     let data = call.json()?;
     let services = &call.state.services;
@@ -285,7 +251,8 @@ async fn channel_post(call: Call) -> Outcome {
 }
 
 /// `GET channels/{ch}/`: the users subscribed.
-async fn channel_users(call: Call) -> Outcome {
+async fn channel_users(request: Request) -> Outcome {
+    let call = Call::authorized(request, "channels:read")?;
     let channel = call.channel()?;
     let users = call
         .state
@@ -303,12 +270,14 @@ async fn channel_users(call: Call) -> Outcome {
 }
 
 /// `GET users/`: distinct users online.
-async fn users_count(call: Call) -> Outcome {
+async fn users_count(request: Request) -> Outcome {
+    let call = Call::authorized(request, "users:read")?;
     Ok(count(call.state.services.users_online(&call.app).await?))
 }
 
 /// `GET users/{id}/`.
-async fn user_online(call: Call) -> Outcome {
+async fn user_online(request: Request) -> Outcome {
+    let call = Call::authorized(request, "users:read")?;
     let user = call.user()?;
     let connections = call
         .state
@@ -322,7 +291,8 @@ async fn user_online(call: Call) -> Outcome {
 }
 
 /// `POST users/{id}/`: any JSON body, pushed to every socket of the user; how many.
-async fn user_post(call: Call) -> Outcome {
+async fn user_post(request: Request) -> Outcome {
+    let call = Call::authorized(request, "messages:send")?;
     let user = call.user()?;
     let data = call.json()?;
     Ok(count(
@@ -334,7 +304,8 @@ async fn user_post(call: Call) -> Outcome {
 }
 
 /// `DELETE users/{id}/`: force logout; always 204.
-async fn user_logout(call: Call) -> Outcome {
+async fn user_logout(request: Request) -> Outcome {
+    let call = Call::authorized(request, "users:write")?;
     let user = call.user()?;
     call.state.services.force_logout(&call.app, &user).await?;
     Ok(cors(

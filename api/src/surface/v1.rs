@@ -6,18 +6,17 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use common::clock::rfc3339;
 use common::ids::{AppId, ChannelName, ChannelPattern, UserId};
 use common::message::ChannelMessage;
 use common::store::History;
 use serde_json::{Value, json};
-use warp::http::{HeaderMap, HeaderValue, StatusCode};
+use warp::http::{HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
 use super::json::JsonObject;
-use super::{BodyError, Denied, Surface, finish, segment, with_state};
+use super::{BodyError, Denied, Request, Surface};
 use crate::AppState;
 use crate::service::ServiceError;
 use crate::service::channels::{ChannelPublish, ChannelView, Published};
@@ -156,18 +155,19 @@ impl From<BodyError> for ApiError {
 
 type Outcome = Result<Response, ApiError>;
 
-/// One `/api/v1` request as the handlers see it.
-pub struct Request {
-    pub state: Arc<AppState>,
-    pub headers: HeaderMap,
-    /// Percent-decoded path parameters, in order.
-    pub path: Vec<String>,
-    pub query: String,
-    pub body: Result<Bytes, BodyError>,
+/// What `/api/v1` handlers read from a request, with its errors in this API's shape.
+trait V1Request {
+    /// The calling app, provided its key holds `scope` and is within its rate.
+    fn authorize(&self, scope: &'static str) -> Result<common::auth::Caller<'_>, ApiError>;
+    fn json(&self) -> Result<JsonObject, ApiError>;
+    /// The `{channel}` segment.
+    fn channel(&self) -> Result<ChannelName, ApiError>;
+    /// The `{id}` segment.
+    fn user(&self) -> Result<UserId, ApiError>;
+    fn query_u64(&self, name: &str) -> Result<Option<u64>, ApiError>;
 }
 
-impl Request {
-    /// The calling app, provided its key holds `scope` and is within its rate.
+impl V1Request for Request {
     fn authorize(&self, scope: &'static str) -> Result<common::auth::Caller<'_>, ApiError> {
         let secret = super::presented_secret(&self.headers);
         Ok(super::authorize(
@@ -184,24 +184,17 @@ impl Request {
     }
 
     fn channel(&self) -> Result<ChannelName, ApiError> {
-        ChannelName::parse(self.path[0].as_str())
+        ChannelName::parse(self.segment(0))
             .map_err(|e| ApiError::bad_request("channel", &e.to_string()))
     }
 
     fn user(&self) -> Result<UserId, ApiError> {
-        UserId::parse(self.path[0].as_str())
-            .map_err(|e| ApiError::bad_request("user", &e.to_string()))
-    }
-
-    /// A query parameter (the first of its name).
-    fn query(&self, name: &str) -> Result<Option<String>, ApiError> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&self.query)
-            .map_err(|_| ApiError::bad_request("query", "is not a valid query string"))?;
-        Ok(pairs.into_iter().find(|(k, _)| k == name).map(|(_, v)| v))
+        UserId::parse(self.segment(0)).map_err(|e| ApiError::bad_request("user", &e.to_string()))
     }
 
     fn query_u64(&self, name: &str) -> Result<Option<u64>, ApiError> {
-        self.query(name)?
+        self.query_param(name)
+            .map_err(|_| ApiError::bad_request("query", "is not a valid query string"))?
             .map(|v| {
                 v.parse::<u64>()
                     .map_err(|_| ApiError::bad_request(name, "must be a non-negative integer"))
@@ -210,9 +203,9 @@ impl Request {
     }
 }
 
-type Handler = fn(Request) -> std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>>;
+type Handler = super::Handler<ApiError>;
 
-/// A route: `method` on `/api/v1/<path>` (`{}` = a segment), recorded as `name`.
+/// A route: `method` on `/api/v1/<path>`, recorded as `name`.
 fn route(
     state: &Arc<AppState>,
     method: warp::http::Method,
@@ -220,45 +213,11 @@ fn route(
     name: &'static str,
     handler: Handler,
 ) -> warp::filters::BoxedFilter<(Response,)> {
-    let mut filter = warp::any().map(Vec::<String>::new).boxed();
-    for part in path {
-        filter = if *part == "{}" {
-            filter
-                .and(segment())
-                .map(|mut params: Vec<String>, p: String| {
-                    params.push(p);
-                    params
-                })
-                .boxed()
-        } else {
-            filter.and(warp::path(*part)).boxed()
-        };
-    }
-    let max_body = state.max_body_bytes;
-    filter
-        .and(warp::path::end())
-        .and(super::method_is(method, || {
-            warp::reject::custom(WrongMethod)
-        }))
-        .and(with_state(state.clone()))
-        .and(warp::header::headers_cloned())
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(super::body(max_body))
-        .then(move |path, state: Arc<AppState>, headers, query, body| {
-            let request = Request {
-                state: state.clone(),
-                headers,
-                path,
-                query,
-                body,
-            };
-            finish(state, name, move |_| async move {
-                handler(request)
-                    .await
-                    .unwrap_or_else(ApiError::into_response)
-            })
-        })
-        .boxed()
+    let shape = super::Shape {
+        wrong_method: || warp::reject::custom(WrongMethod),
+        render: ApiError::into_response,
+    };
+    super::route(state, shape, method, path, name, handler)
 }
 
 /// The path matched but not the method (405 rather than 404).

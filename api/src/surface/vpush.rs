@@ -7,16 +7,15 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use common::clock::rfc3339;
 use common::store::Context;
 use serde_json::{Value, json};
-use warp::http::{HeaderMap, Method, StatusCode};
+use warp::http::{Method, StatusCode};
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
 use super::json::JsonObject;
-use super::{BodyError, Denied, Failure, Surface, finish, segment, with_state};
+use super::{BodyError, Denied, Failure, Request, Surface};
 use crate::AppState;
 use crate::service::ServiceError;
 
@@ -62,78 +61,42 @@ fn context_json(c: &Context) -> Value {
     json!({"contextId": c.id, "name": c.name, "createdAt": rfc3339(c.created_us)})
 }
 
-struct Call {
-    state: Arc<AppState>,
-    headers: HeaderMap,
-    target: Option<String>,
-    body: Result<Bytes, BodyError>,
-}
-
 type Outcome = Result<Response, Failure>;
-type Handler = fn(Call) -> std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
-impl Call {
-    fn caller(&self, scope: &'static str) -> Result<common::auth::Caller<'_>, Failure> {
-        let secret = super::presented_secret(&self.headers);
-        super::authorize(
-            &self.state.services.apps,
-            &self.state.rate_limit,
-            secret,
-            scope,
-        )
+/// The calling app, provided its key holds `scope` and is within its rate.
+fn caller<'a>(r: &'a Request, scope: &'static str) -> Result<common::auth::Caller<'a>, Failure> {
+    let secret = super::presented_secret(&r.headers);
+    super::authorize(&r.state.services.apps, &r.state.rate_limit, secret, scope)
         .map_err(from_denied)
-    }
+}
 
-    fn json(&self) -> Result<JsonObject, Failure> {
-        match &self.body {
-            Ok(bytes) => JsonObject::parse(bytes).map_err(from_service),
-            Err(BodyError::TooLarge { max, .. }) => Err(Failure::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("The request body is larger than {max} bytes."),
-            )),
-            Err(_) => Err(Failure::new(
-                StatusCode::BAD_REQUEST,
-                "The request body could not be read.",
-            )),
-        }
+fn json(r: &Request) -> Result<JsonObject, Failure> {
+    match &r.body {
+        Ok(bytes) => JsonObject::parse(bytes).map_err(from_service),
+        Err(BodyError::TooLarge { max, .. }) => Err(Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("The request body is larger than {max} bytes."),
+        )),
+        Err(_) => Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            "The request body could not be read.",
+        )),
     }
 }
 
-/// One route: `method` on `/push/api/v1/<path>` (`{}` = a segment).
+/// A route: `method` on `/push/api/v1/<path>`, recorded as `name`.
 fn route(
     state: &Arc<AppState>,
     method: Method,
     path: &'static [&'static str],
     name: &'static str,
-    handler: Handler,
+    handler: super::Handler<Failure>,
 ) -> warp::filters::BoxedFilter<(Response,)> {
-    let mut filter = warp::any().map(|| None::<String>).boxed();
-    for part in path {
-        filter = if *part == "{}" {
-            filter.and(segment()).map(|_, p: String| Some(p)).boxed()
-        } else {
-            filter.and(warp::path(*part)).boxed()
-        };
-    }
-    let max_body = state.max_body_bytes;
-    filter
-        .and(warp::path::end())
-        .and(super::method_is(method, warp::reject::not_found))
-        .and(with_state(state.clone()))
-        .and(warp::header::headers_cloned())
-        .and(super::body(max_body))
-        .then(move |target, state: Arc<AppState>, headers, body| {
-            let call = Call {
-                state: state.clone(),
-                headers,
-                target,
-                body,
-            };
-            finish(state, name, move |_| async move {
-                handler(call).await.unwrap_or_else(render)
-            })
-        })
-        .boxed()
+    let shape = super::Shape {
+        wrong_method: warp::reject::not_found,
+        render,
+    };
+    super::route(state, shape, method, path, name, handler)
 }
 
 /// The routes under `/push/api/v1/`.
@@ -186,9 +149,9 @@ async fn rejection(_: Rejection) -> Result<Response, std::convert::Infallible> {
 }
 
 /// `POST contexts` `{name?}` → `{success, contextId}`.
-async fn create(call: Call) -> Outcome {
-    let caller = call.caller("channels:write")?;
-    let name = call.json()?.string("name").map_err(from_service)?;
+async fn create(call: Request) -> Outcome {
+    let caller = caller(&call, "channels:write")?;
+    let name = json(&call)?.string("name").map_err(from_service)?;
     let context = call
         .state
         .services
@@ -202,8 +165,8 @@ async fn create(call: Call) -> Outcome {
 }
 
 /// `GET contexts` → `{success, contexts: [...]}`.
-async fn list(call: Call) -> Outcome {
-    let caller = call.caller("channels:read")?;
+async fn list(call: Request) -> Outcome {
+    let caller = caller(&call, "channels:read")?;
     let contexts = call
         .state
         .services
@@ -215,9 +178,9 @@ async fn list(call: Call) -> Outcome {
 }
 
 /// `POST contexts/sign` `{contextId}` → `{success, websocketToken}`.
-async fn sign(call: Call) -> Outcome {
-    let caller = call.caller("tokens:create")?;
-    let body = call.json()?;
+async fn sign(call: Request) -> Outcome {
+    let caller = caller(&call, "tokens:create")?;
+    let body = json(&call)?;
     let id = body.required_string("contextId").map_err(from_service)?;
     let token = call
         .state
@@ -230,12 +193,11 @@ async fn sign(call: Call) -> Outcome {
 
 /// `GET contexts/{id}/messages` → `{success, messages: [{message, sentAt}]}` (empty while
 /// the context keeps no history).
-async fn archive(call: Call) -> Outcome {
-    let caller = call.caller("channels:read")?;
+async fn archive(call: Request) -> Outcome {
+    let caller = caller(&call, "channels:read")?;
     let services = &call.state.services;
-    let id = call.target.clone().unwrap_or_default();
     let context = services
-        .context(&caller.app.id, &id)
+        .context(&caller.app.id, call.segment(0))
         .await
         .map_err(from_service)?;
     let (items, _) = services

@@ -58,6 +58,7 @@ pub enum Publication {
     Repeat {
         id: String,
         created_us: i64,
+        expires_us: Option<i64>,
         position: Option<Position>,
     },
 }

@@ -5,7 +5,10 @@
 //! - `idle-sockets`: opens N idle Mozilla sockets on one edge and reports the edge's RSS
 //!   growth per socket (SPEC §12 target: ≤ 10 KiB).
 //! - `latency`: S sockets of one token, messages posted at R per second for T seconds;
-//!   reports publish→deliver percentiles over every (message, socket) pair.
+//!   reports publish→deliver percentiles over every (message, socket) pair. With
+//!   `--target channel`, S native sockets of one channel (with history, so every publish
+//!   is durable as on the Mozilla path; `--ephemeral` for a channel without) and messages
+//!   published with `POST /api/v1/channels/{ch}/messages`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use e2e::{Cluster, Options, Socket};
+use e2e::{Cluster, Options, Socket, V1};
 use futures_util::future::join_all;
 use serde_json::Value;
 
@@ -47,7 +50,21 @@ enum Bench {
         rate: u32,
         #[arg(long, default_value_t = 10)]
         seconds: u32,
+        /// `mozilla` (sockets of one token, posts to its queue) or `channel` (native
+        /// sockets of one channel, `/api/v1` publishes).
+        #[arg(long, value_enum, default_value_t = Target::Mozilla)]
+        target: Target,
+        /// With `--target channel`: a channel without history (publishes not stored).
+        #[arg(long)]
+        ephemeral: bool,
     },
+}
+
+/// What the latency benchmark publishes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Target {
+    Mozilla,
+    Channel,
 }
 
 #[tokio::main]
@@ -59,7 +76,9 @@ async fn main() {
             subscribers,
             rate,
             seconds,
-        } => latency(subscribers, rate, seconds).await,
+            target,
+            ephemeral,
+        } => latency(subscribers, rate, seconds, target, ephemeral).await,
     };
     println!("{report}");
     if let Some(dir) = args.out.parent() {
@@ -101,6 +120,46 @@ async fn open_sockets(url: &str, token: &str, n: usize) -> Vec<Socket> {
     sockets
 }
 
+/// `n` native sockets following channel `bench` (their welcomes read).
+async fn open_channel_sockets(url: &str, token: &str, n: usize) -> Vec<Socket> {
+    let mut sockets = Vec::with_capacity(n);
+    while sockets.len() < n {
+        let batch = (n - sockets.len()).min(250);
+        let opened = join_all((0..batch).map(|_| Socket::native(url, token))).await;
+        sockets.extend(opened.into_iter().map(|(socket, _)| socket));
+    }
+    sockets
+}
+
+/// Where the latency benchmark publishes message `index`.
+enum Publisher {
+    Mozilla { moz: e2e::Moz, queue: String },
+    Channel { v1: V1 },
+}
+
+impl Publisher {
+    async fn publish(&self, index: usize) {
+        let (status, body) = match self {
+            Publisher::Mozilla { moz, queue } => {
+                moz.form_post(queue, &[("title", &index.to_string())]).await
+            }
+            Publisher::Channel { v1 } => {
+                let body = serde_json::json!({ "data": index });
+                v1.call("POST", "channels/bench/messages", Some(body)).await
+            }
+        };
+        assert!(status == 200 || status == 201, "{status} {body}");
+    }
+}
+
+/// The message index a delivered frame carries (Mozilla: the title; native: the data).
+fn index_of(frame: &Value) -> Option<usize> {
+    if frame["type"] == "message" {
+        return frame["data"].as_u64().map(|i| i as usize);
+    }
+    frame["body"]["title"].as_str().and_then(|t| t.parse().ok())
+}
+
 async fn idle_sockets(n: usize) -> String {
     let cluster = Cluster::start(Options::default()).await;
     let (token, _) = cluster.moz().token().await;
@@ -132,11 +191,36 @@ async fn idle_sockets(n: usize) -> String {
     )
 }
 
-async fn latency(subscribers: usize, rate: u32, seconds: u32) -> String {
+async fn latency(
+    subscribers: usize,
+    rate: u32,
+    seconds: u32,
+    target: Target,
+    ephemeral: bool,
+) -> String {
     let cluster = Cluster::start(Options::default()).await;
-    let moz = cluster.moz();
-    let (token, own_queue) = moz.token().await;
-    let sockets = open_sockets(&cluster.edge_url(0), &token, subscribers).await;
+    let edge = cluster.edge_url(0);
+    let (sockets, publisher) = match target {
+        Target::Mozilla => {
+            let moz = cluster.moz();
+            let (token, queue) = moz.token().await;
+            let sockets = open_sockets(&edge, &token, subscribers).await;
+            (sockets, Publisher::Mozilla { moz, queue })
+        }
+        Target::Channel => {
+            let v1 = V1::new(&cluster.api_url());
+            if !ephemeral {
+                let history = serde_json::json!({"history": {"size": 1000}});
+                let (status, body) = v1.call("PUT", "channels/bench", Some(history)).await;
+                assert_eq!(status, 200, "{body}");
+            }
+            let token = v1
+                .token(serde_json::json!({"user": "bench", "channels": ["bench"]}))
+                .await;
+            let sockets = open_channel_sockets(&edge, &token, subscribers).await;
+            (sockets, Publisher::Channel { v1 })
+        }
+    };
     let count = (rate * seconds) as usize;
     let sent: Arc<Vec<std::sync::OnceLock<Instant>>> =
         Arc::new((0..count).map(|_| std::sync::OnceLock::new()).collect());
@@ -154,10 +238,9 @@ async fn latency(subscribers: usize, rate: u32, seconds: u32) -> String {
                         break;
                     };
                     let received = Instant::now();
-                    let index: usize = frame["body"]["title"]
-                        .as_str()
-                        .and_then(|t| t.parse().ok())
-                        .unwrap();
+                    let Some(index) = index_of(&frame).filter(|i| *i < count) else {
+                        continue;
+                    };
                     if let Some(at) = sent[index].get() {
                         samples.push(received.duration_since(*at).as_micros() as u64);
                     }
@@ -175,10 +258,7 @@ async fn latency(subscribers: usize, rate: u32, seconds: u32) -> String {
         tick.tick().await;
         let at = Instant::now();
         let _ = slot.set(at);
-        let (status, body) = moz
-            .form_post(&own_queue, &[("title", &index.to_string())])
-            .await;
-        assert_eq!(status, 200, "{body}");
+        publisher.publish(index).await;
         posts.push(at.elapsed().as_micros() as u64);
     }
     posts.sort_unstable();
@@ -197,7 +277,12 @@ async fn latency(subscribers: usize, rate: u32, seconds: u32) -> String {
             / 1000.0
     };
     format!(
-        "latency subscribers={subscribers} rate={rate}/s seconds={seconds} deliveries={}/{expected} p50={:.2}ms p90={:.2}ms p99={:.2}ms p99.9={:.2}ms max={:.2}ms post_p50={:.2}ms post_p99={:.2}ms",
+        "latency target={}{} subscribers={subscribers} rate={rate}/s seconds={seconds} deliveries={}/{expected} p50={:.2}ms p90={:.2}ms p99={:.2}ms p99.9={:.2}ms max={:.2}ms post_p50={:.2}ms post_p99={:.2}ms",
+        match target {
+            Target::Mozilla => "mozilla",
+            Target::Channel => "channel",
+        },
+        if ephemeral { "(ephemeral)" } else { "" },
         samples.len(),
         pct(&samples, 0.50),
         pct(&samples, 0.90),

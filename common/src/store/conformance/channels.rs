@@ -221,10 +221,9 @@ async fn idempotency_keys_give_the_first_result(s: &Stores) {
         key: "k1".into(),
         expires_us: 5_000,
     };
-    let first = c
-        .publish_channel_message(&message(&app, &ch, "o1", 1_000), Some(&key))
-        .await
-        .unwrap();
+    let mut first = message(&app, &ch, "o1", 1_000);
+    first.expires_us = Some(90_000);
+    let first = c.publish_channel_message(&first, Some(&key)).await.unwrap();
     let Publication::Fresh {
         created_us,
         position,
@@ -241,6 +240,7 @@ async fn idempotency_keys_give_the_first_result(s: &Stores) {
         Publication::Repeat {
             id: "o1".into(),
             created_us,
+            expires_us: Some(90_000),
             position: position.clone()
         }
     );

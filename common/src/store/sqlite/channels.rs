@@ -79,8 +79,8 @@ fn earlier(
     now_us: i64,
 ) -> rusqlite::Result<Option<Publication>> {
     c.prepare_cached(
-        "SELECT message_id, created_us, stream_epoch, stream_offset FROM idempotency_keys
-         WHERE app = ? AND key = ? AND expires_us > ?",
+        "SELECT message_id, created_us, stream_epoch, stream_offset, message_expires_us
+         FROM idempotency_keys WHERE app = ? AND key = ? AND expires_us > ?",
     )?
     .query_row(params![app, key, now_us], |r| {
         let epoch: Option<String> = r.get(2)?;
@@ -88,6 +88,7 @@ fn earlier(
         Ok(Publication::Repeat {
             id: r.get(0)?,
             created_us: r.get(1)?,
+            expires_us: r.get(4)?,
             position: epoch.zip(offset).map(|(epoch, offset)| Position {
                 epoch,
                 offset: to_u64(offset),
@@ -243,9 +244,9 @@ impl Channels for SqliteStore {
                 appended.map_or((m.created_us, None), |(t, p)| (t, Some(p)));
             if let Some(key) = &idempotency {
                 c.prepare_cached(
-                    "INSERT OR REPLACE INTO idempotency_keys
-                     (app, key, message_id, created_us, stream_epoch, stream_offset, expires_us)
-                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO idempotency_keys (app, key, message_id, created_us,
+                       stream_epoch, stream_offset, message_expires_us, expires_us)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 )?
                 .execute(params![
                     app,
@@ -256,6 +257,7 @@ impl Channels for SqliteStore {
                     position
                         .as_ref()
                         .map(|p| i64::try_from(p.offset).unwrap_or(i64::MAX)),
+                    m.expires_us,
                     key.expires_us
                 ])?;
             }
