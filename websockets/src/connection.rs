@@ -78,7 +78,7 @@ type Closing = (u16, &'static str);
 pub async fn serve(edge: Arc<EdgeState>, mut ws: Socket, auth: Auth) {
     let (mut session, frames) = match auth {
         Auth::Opened(session, frames) => (*session, frames),
-        Auth::FirstFrame(_slot) => match first_frame(&edge, &mut ws).await {
+        Auth::FirstFrame(_slot) => match Box::pin(first_frame(&edge, &mut ws)).await {
             Ok(opened) => opened,
             Err(closing) => {
                 edge.metrics
@@ -187,18 +187,17 @@ async fn pump(
     let pong_within = ms(edge.config.pong_timeout_ms);
     let timer = tokio::time::sleep(ping_every);
     tokio::pin!(timer);
-    let expires = expiry(session);
-    let expiring = tokio::time::sleep_until(
-        expires.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365)),
-    );
-    tokio::pin!(expiring);
+    // Boxed where not every socket needs them, so an idle socket's task stays small.
+    let mut expiring = expiry(session).map(|at| Box::pin(tokio::time::sleep_until(at)));
     let mut awaiting_pong = false;
     let mut bad_frames = 0;
-    let mut limiter: Option<DefaultDirectRateLimiter> = None;
+    let mut limiter: Option<Box<DefaultDirectRateLimiter>> = None;
     loop {
         tokio::select! {
             code = session.conn.closed() => return Some((code, close_reason(code))),
-            _ = &mut expiring, if expires.is_some() => return Some((4001, "token expired")),
+            _ = async { if let Some(at) = expiring.as_mut() { at.await } }, if expiring.is_some() => {
+                return Some((4001, "token expired"));
+            }
             frame = frames.recv() => {
                 let frame = frame?;
                 if let Err(end) = bounded(session, WRITE_TIMEOUT, write_burst(ws, session, frame, &mut frames)).await {
@@ -221,11 +220,13 @@ async fn pump(
                     return None;
                 }
                 Some(Ok(Message::Text(text))) => {
-                    let limiter = limiter.get_or_insert_with(client_limiter);
+                    let limiter = limiter.get_or_insert_with(|| Box::new(client_limiter()));
                     if limiter.check().is_err() {
                         return Some((4029, "rate limited"));
                     }
-                    match handle_text(edge, ws, session, text.as_str()).await {
+                    // Boxed: the handlers' state (replays, store reads) is allocated
+                    // while a frame is handled, not carried by every idle socket's task.
+                    match Box::pin(handle_text(edge, ws, session, text.as_str())).await {
                         Ok(()) => bad_frames = 0,
                         Err(Handled::Refused(error)) => {
                             edge.metrics.bad_frames.inc();

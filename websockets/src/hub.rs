@@ -59,7 +59,8 @@ pub struct Conn {
     streams: Mutex<Vec<StreamKey>>,
     outbound: mpsc::Sender<Utf8Bytes>,
     queued_bytes: AtomicUsize,
-    limits: QueueLimits,
+    /// Bytes the outbound queue may hold.
+    max_bytes: usize,
     close_code: AtomicU16,
     closing: Notify,
     /// Counted in the hub until `unregister`.
@@ -105,7 +106,7 @@ impl Conn {
     /// Queues a frame without waiting.
     fn offer(&self, frame: &Utf8Bytes) -> Offer {
         let len = frame.len();
-        if self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len > self.limits.bytes {
+        if self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len > self.max_bytes {
             self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
             self.close(close_code::SLOW_CONSUMER);
             return Offer::Overflow;
@@ -325,7 +326,7 @@ impl Hub {
             streams: Mutex::new(Vec::new()),
             outbound,
             queued_bytes: AtomicUsize::new(0),
-            limits: self.limits,
+            max_bytes: self.limits.bytes,
             close_code: AtomicU16::new(0),
             closing: Notify::new(),
             registered: AtomicBool::new(true),

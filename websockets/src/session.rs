@@ -26,7 +26,7 @@ pub enum Identity {
     /// A Mozilla token's socket, following the token's stream.
     Mozilla,
     /// A connection token's socket.
-    Token(Grant),
+    Token(Box<Grant>),
 }
 
 /// One socket's session: its hub entry, dialect, identity and channels.
@@ -181,7 +181,7 @@ impl EdgeState {
         let mut session = Session {
             conn,
             dialect,
-            identity: Identity::Token(grant),
+            identity: Identity::Token(Box::new(grant)),
             channels: HashMap::new(),
         };
         if let Some(user) = session.presence_key(None) {

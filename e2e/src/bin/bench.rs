@@ -120,12 +120,17 @@ async fn open_sockets(url: &str, token: &str, n: usize) -> Vec<Socket> {
     sockets
 }
 
-/// `n` native sockets following channel `bench` (their welcomes read).
-async fn open_channel_sockets(url: &str, token: &str, n: usize) -> Vec<Socket> {
+/// `n` native sockets of users `bench-0`… following channel `bench` (welcomes read).
+async fn open_channel_sockets(url: &str, v1: &V1, n: usize) -> Vec<Socket> {
     let mut sockets = Vec::with_capacity(n);
     while sockets.len() < n {
         let batch = (n - sockets.len()).min(250);
-        let opened = join_all((0..batch).map(|_| Socket::native(url, token))).await;
+        let first = sockets.len();
+        let tokens = join_all((first..first + batch).map(|i| {
+            v1.token(serde_json::json!({"user": format!("bench-{i}"), "channels": ["bench"]}))
+        }))
+        .await;
+        let opened = join_all(tokens.iter().map(|token| Socket::native(url, token))).await;
         sockets.extend(opened.into_iter().map(|(socket, _)| socket));
     }
     sockets
@@ -214,10 +219,7 @@ async fn latency(
                 let (status, body) = v1.call("PUT", "channels/bench", Some(history)).await;
                 assert_eq!(status, 200, "{body}");
             }
-            let token = v1
-                .token(serde_json::json!({"user": "bench", "channels": ["bench"]}))
-                .await;
-            let sockets = open_channel_sockets(&edge, &token, subscribers).await;
+            let sockets = open_channel_sockets(&edge, &v1, subscribers).await;
             (sockets, Publisher::Channel { v1 })
         }
     };
