@@ -98,6 +98,7 @@ CREATE INDEX IF NOT EXISTS channel_messages_by_replace_id
 -- Idempotency keys of publishes: the first result, held until expires_us.
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     app           TEXT NOT NULL,
+    -- "<channel> <idempotencyKey>": keys are scoped to the channel.
     key           TEXT NOT NULL,
     message_id    TEXT NOT NULL,
     created_us    INTEGER NOT NULL,

@@ -27,23 +27,29 @@ except Exception:
     sys.exit(1)
 PY
 }
+up=no
 for _ in $(seq 1 150); do
     if ! kill -0 "$circusd" 2>/dev/null; then
         echo "circusd exited; see var/log/circusd.log" >&2
         exit 1
     fi
     if healthy http://127.0.0.1:5001/health && healthy http://127.0.0.1:8888/health; then
+        up=yes
         break
     fi
     sleep 0.2
 done
+if [ "$up" != yes ]; then
+    echo "the cluster did not become healthy within 30 s; see var/log/*.log (still running; Ctrl-C stops it)" >&2
+fi
 
 cat <<'BANNER'
 
 Herald is running (circus.ini, state in var/herald.db, logs in var/log/).
 
   HTTP API          http://127.0.0.1:5001      2 herald-api processes, one shared socket
-  WebSocket edge    ws://127.0.0.1:8888/socket 2 herald-websockets processes, one shared socket
+  WebSocket edge    ws://127.0.0.1:8888        2 herald-websockets processes, one shared socket
+                    (/ws native, /socket Mozilla, /push/socket VPush)
   router            tcp://127.0.0.1:9988 (PULL) tcp://127.0.0.1:9989 (PUB), http://127.0.0.1:5004/health
   monitor           http://127.0.0.1:5003/     (/status for JSON)
   circusctl         .venv/bin/circusctl --endpoint tcp://127.0.0.1:5555 status

@@ -132,6 +132,14 @@ pub fn verify(apps: &Apps, token: &str, now: f64) -> Result<Grant, TokenError> {
     {
         return Err(TokenError::NotYetValid);
     }
+    // An `iat` in the future (often milliseconds where seconds belong) would make the
+    // token outlive every force logout (`iat` < not-before never holds).
+    if claims
+        .iat
+        .is_some_and(|iat| !iat.is_finite() || iat - (CLOCK_SKEW as f64) > now)
+    {
+        return Err(TokenError::Claim("iat"));
+    }
     grant(app, claims)
 }
 
@@ -141,6 +149,8 @@ fn checked_claims(token: &str, key: &ApiKey) -> Result<Claims, TokenError> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.validate_exp = false;
     validation.validate_nbf = false;
+    // `aud` is the application's business (RFC 7519 §4.1.3 leaves its values to it).
+    validation.validate_aud = false;
     validation.set_required_spec_claims(&["exp"]);
     let secret = DecodingKey::from_secret(key.secret()).map_err(|_| TokenError::UnknownKey)?;
     match jsonwebtoken::decode::<Claims>(token, &secret, &validation) {
@@ -156,12 +166,13 @@ fn checked_claims(token: &str, key: &ApiKey) -> Result<Claims, TokenError> {
 }
 
 fn grant(app: &App, claims: Claims) -> Result<Grant, TokenError> {
-    let channels = claims
-        .channels
-        .into_iter()
-        .map(ChannelPattern::parse)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| TokenError::Claim("channels"))?;
+    let mut channels: Vec<ChannelPattern> = Vec::with_capacity(claims.channels.len());
+    for name in claims.channels {
+        let pattern = ChannelPattern::parse(name).map_err(|_| TokenError::Claim("channels"))?;
+        if !channels.contains(&pattern) {
+            channels.push(pattern);
+        }
+    }
     let source_ip = claims
         .sip
         .map(|s| s.parse::<IpAddr>())
@@ -288,12 +299,44 @@ mod tests {
         bad.channels = vec!["not a channel".into()];
         let token = sign(admin(&apps), &bad).unwrap();
         assert_eq!(
-            verify(&apps, &token, 0.0),
+            verify(&apps, &token, 200.0),
             Err(TokenError::Claim("channels"))
         );
         let mut bad = claims(1_000.0);
         bad.sub = String::new();
         let token = sign(admin(&apps), &bad).unwrap();
-        assert_eq!(verify(&apps, &token, 0.0), Err(TokenError::Claim("sub")));
+        assert_eq!(verify(&apps, &token, 200.0), Err(TokenError::Claim("sub")));
+    }
+
+    #[test]
+    fn an_iat_in_the_future_is_refused_within_the_skew() {
+        let apps = apps();
+        let mut millis = claims(2e12);
+        millis.iat = Some(1.7e12);
+        let token = sign(admin(&apps), &millis).unwrap();
+        assert_eq!(verify(&apps, &token, 1.7e9), Err(TokenError::Claim("iat")));
+        let token = sign(admin(&apps), &claims(1_000.0)).unwrap();
+        let skew = CLOCK_SKEW as f64;
+        assert!(verify(&apps, &token, 100.25 - skew).is_ok());
+        assert_eq!(
+            verify(&apps, &token, 99.0 - skew),
+            Err(TokenError::Claim("iat"))
+        );
+    }
+
+    #[test]
+    fn an_audience_claim_is_left_to_the_application() {
+        let apps = apps();
+        let key = admin(&apps);
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(key.name.clone());
+        let claims = serde_json::json!({
+            "sub": "alice", "app": "dev", "exp": 1_000.0, "aud": ["my-app"],
+            "channels": ["news", "news", "room:*"],
+        });
+        let secret = EncodingKey::from_secret(key.secret()).unwrap();
+        let token = jsonwebtoken::encode(&header, &claims, &secret).unwrap();
+        let grant = verify(&apps, &token, 500.0).unwrap();
+        assert_eq!(grant.channels.len(), 2, "duplicates are listed once");
     }
 }

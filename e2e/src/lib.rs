@@ -13,9 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -496,9 +498,24 @@ impl Moz {
     }
 }
 
-/// A real WebSocket client socket.
+/// A real WebSocket client socket. A task of its own reads it all the time, as a browser
+/// does, so the edge's pings are answered even while a test is busy elsewhere; frames wait
+/// for the test in a bounded queue.
 pub struct Socket {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    sink: SplitSink<WebSocketStream<MaybeTlsStream<TcpStream>>, Message>,
+    incoming: mpsc::Receiver<Incoming>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+/// Most frames a socket holds for a test that has not read them yet.
+const SOCKET_BACKLOG: usize = 100_000;
+
+/// What the reader task saw.
+#[derive(Debug)]
+enum Incoming {
+    Text(String),
+    Close(Option<u16>),
+    Error(String),
 }
 
 /// Why a socket ended.
@@ -508,6 +525,13 @@ pub enum Ending {
     Error(String),
 }
 
+impl Drop for Socket {
+    fn drop(&mut self) {
+        // The read half goes with its task: the connection drops as it did unsplit.
+        self.reader.abort();
+    }
+}
+
 impl Socket {
     /// Connects to a full `ws://` URL; panics unless the handshake succeeds.
     pub async fn connect(url: &str) -> Socket {
@@ -515,7 +539,30 @@ impl Socket {
             .await
             .expect("handshake in time")
             .unwrap_or_else(|e| panic!("handshake with {url} failed: {e}"));
-        Socket { ws }
+        let (sink, mut stream) = ws.split();
+        let (tx, incoming) = mpsc::channel(SOCKET_BACKLOG);
+        let reader = tokio::spawn(async move {
+            loop {
+                let event = match stream.next().await {
+                    Some(Ok(Message::Text(text))) => Incoming::Text(text.to_string()),
+                    Some(Ok(Message::Close(frame))) => {
+                        Incoming::Close(frame.map(|f| f.code.into()))
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => Incoming::Error(e.to_string()),
+                    None => Incoming::Close(None),
+                };
+                let last = !matches!(event, Incoming::Text(_));
+                if tx.send(event).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        Socket {
+            sink,
+            incoming,
+            reader,
+        }
     }
 
     /// Connects to edge `base` (`ws://host:port`) with a Mozilla token.
@@ -524,7 +571,7 @@ impl Socket {
     }
 
     pub async fn send_text(&mut self, text: &str) {
-        self.ws.send(Message::Text(text.into())).await.unwrap();
+        self.sink.send(Message::Text(text.into())).await.unwrap();
     }
 
     /// The next text frame as JSON, within `deadline`.
@@ -532,32 +579,26 @@ impl Socket {
         self.try_next_json(deadline).await.expect("a frame in time")
     }
 
-    /// The next text frame as JSON, or `None` if none arrives within `deadline`.
+    /// The next text frame as JSON, or `None` if none arrives within `deadline`; panics
+    /// if the socket ends first.
     pub async fn try_next_json(&mut self, deadline: Duration) -> Option<Value> {
-        let text = tokio::time::timeout(deadline, async {
-            loop {
-                match self.ws.next().await {
-                    Some(Ok(Message::Text(text))) => return text.to_string(),
-                    Some(Ok(_)) => continue,
-                    other => panic!("socket ended while waiting for a frame: {other:?}"),
-                }
-            }
-        })
-        .await
-        .ok()?;
-        Some(serde_json::from_str(&text).unwrap())
+        let event = tokio::time::timeout(deadline, self.incoming.recv())
+            .await
+            .ok()?;
+        match event {
+            Some(Incoming::Text(text)) => Some(serde_json::from_str(&text).unwrap()),
+            other => panic!("socket ended while waiting for a frame: {other:?}"),
+        }
     }
 
     /// Waits for the socket to end; how.
     pub async fn ending(&mut self, deadline: Duration) -> Ending {
         tokio::time::timeout(deadline, async {
             loop {
-                match self.ws.next().await {
-                    Some(Ok(Message::Close(frame))) => {
-                        return Ending::Closed(frame.map(|f| f.code.into()));
-                    }
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => return Ending::Error(e.to_string()),
+                match self.incoming.recv().await {
+                    Some(Incoming::Text(_)) => continue,
+                    Some(Incoming::Close(code)) => return Ending::Closed(code),
+                    Some(Incoming::Error(e)) => return Ending::Error(e),
                     None => return Ending::Closed(None),
                 }
             }

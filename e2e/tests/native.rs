@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use e2e::{Cluster, DEADLINE, Ending, Options, Socket, V1};
@@ -170,6 +172,148 @@ async fn a_since_that_cannot_be_honoured_gets_resync() {
         subscribed,
         json!({"type": "subscribed", "channel": "ephemeral"})
     );
+}
+
+#[tokio::test]
+async fn a_since_past_the_head_gets_resync_and_stops_no_one() {
+    let cluster = Cluster::start(Options::default()).await;
+    let v1 = V1::new(&cluster.api_url());
+    history_channel(&v1, "ahead", 10).await;
+    v1.call("POST", "channels/ahead/messages", Some(json!({"data": 1})))
+        .await;
+    let token = v1.token(json!({"user": "u", "channels": ["ahead*"]})).await;
+    let edge = cluster.edge_url(0);
+    let (mut a, _) = Socket::native(&edge, &token).await;
+    subscribe(&mut a, json!({"type": "subscribe", "channel": "ahead"})).await;
+    let (mut b, _) = Socket::native(&edge, &token).await;
+    let (before, subscribed) = subscribe(
+        &mut b,
+        json!({"type": "subscribe", "channel": "ahead", "since": 999_999_999u64}),
+    )
+    .await;
+    assert_eq!(before, [json!({"type": "resync", "channel": "ahead"})]);
+    assert_eq!(subscribed["seq"], 1, "live from the real head");
+    let (mut c, _) = Socket::native(&edge, &token).await;
+    subscribe(&mut c, json!({"type": "subscribe", "channel": "ahead"})).await;
+    v1.call("POST", "channels/ahead/messages", Some(json!({"data": 2})))
+        .await;
+    for socket in [&mut a, &mut b, &mut c] {
+        let frame = socket.next_event(DEADLINE).await;
+        assert_eq!(
+            (frame["seq"].as_u64(), &frame["data"]),
+            (Some(2), &json!(2))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_channel_listed_twice_is_delivered_once_and_left_once() {
+    let cluster = Cluster::start(Options::default()).await;
+    let v1 = V1::new(&cluster.api_url());
+    let token = v1
+        .token(json!({"user": "twice", "channels": ["dup", "dup"]}))
+        .await;
+    let (mut socket, welcome) = Socket::native(&cluster.edge_url(0), &token).await;
+    assert_eq!(welcome["channels"], json!(["dup"]));
+    let users = || async {
+        let (status, body) = v1.call("GET", "channels/dup/users", None).await;
+        assert_eq!(status, 200, "{body}");
+        body["users"].clone()
+    };
+    e2e::eventually("the user to be present", DEADLINE, || async {
+        (users().await == json!(["twice"])).then_some(())
+    })
+    .await;
+    v1.call(
+        "POST",
+        "channels/dup/messages",
+        Some(json!({"data": "once"})),
+    )
+    .await;
+    assert_eq!(socket.next_event(DEADLINE).await["data"], "once");
+    assert!(
+        socket
+            .try_next_json(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "delivered once"
+    );
+    drop(socket);
+    e2e::eventually("the user to be gone", DEADLINE, || async {
+        (users().await == json!([])).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sockets_subscribing_during_traffic_get_everything_after_their_seq() {
+    const PUBLISHERS: u64 = 3;
+    const EACH: u64 = 200;
+    const TOTAL: u64 = PUBLISHERS * EACH;
+    const MAX_LATE: usize = 40;
+    let cluster = Cluster::start(Options::default()).await;
+    let v1 = V1::new(&cluster.api_url());
+    history_channel(&v1, "busy", 1_000).await;
+    let edge = cluster.edge_url(0);
+    // One socket keeps the edge following the stream, so later ones join a moving cursor.
+    let listed = v1
+        .token(json!({"user": "first", "channels": ["busy"]}))
+        .await;
+    let (_first, _) = Socket::native(&edge, &listed).await;
+    let published = Arc::new(AtomicU64::new(0));
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|_| {
+            let (v1, published) = (v1.clone(), published.clone());
+            tokio::spawn(async move {
+                for n in 1..=EACH {
+                    let (status, body) = v1
+                        .call("POST", "channels/busy/messages", Some(json!({"data": n})))
+                        .await;
+                    assert_eq!(status, 201, "{body}");
+                    published.fetch_max(body["seq"].as_u64().unwrap(), Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let token = v1
+        .token(json!({"user": "late", "channels": ["busy*"]}))
+        .await;
+    let mut late = Vec::new();
+    while late.len() < MAX_LATE && !publishers.iter().all(|p| p.is_finished()) {
+        let (mut socket, _) = Socket::native(&edge, &token).await;
+        // Alternate plain subscribes and resumes from a little behind the head.
+        let head = published.load(Ordering::Relaxed);
+        let request = if late.len() % 2 == 0 {
+            json!({"type": "subscribe", "channel": "busy"})
+        } else {
+            json!({"type": "subscribe", "channel": "busy", "since": head.saturating_sub(5)})
+        };
+        let (replayed, subscribed) = subscribe(&mut socket, request.clone()).await;
+        let from = request["since"]
+            .as_u64()
+            .unwrap_or_else(|| subscribed["seq"].as_u64().unwrap());
+        let got = seqs(&replayed);
+        assert!(
+            got.last()
+                .is_none_or(|last| Some(*last) == subscribed["seq"].as_u64())
+        );
+        late.push((socket, from, got));
+    }
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    for (socket, from, got) in &mut late {
+        while got.last() != Some(&TOTAL) {
+            let frame = socket.next_event(DEADLINE).await;
+            assert_eq!(frame["type"], "message", "{frame}");
+            got.push(frame["seq"].as_u64().unwrap());
+        }
+        assert_eq!(
+            *got,
+            (*from + 1..=TOTAL).collect::<Vec<u64>>(),
+            "every seq after {from}, once, in order"
+        );
+    }
 }
 
 #[tokio::test]

@@ -119,13 +119,14 @@ impl VPush {
         VSocket::connect(&socket_url(cluster, edge, &token, false)).await
     }
 
-    /// Turns history on for the context (channel) `context` with Herald's own API.
-    async fn history_on(&self, context: &str) {
+    /// Turns history on for the context (channel) `context` with Herald's own API,
+    /// keeping `size` messages.
+    async fn history_on(&self, context: &str, size: u64) {
         let response = self
             .http
             .put(format!("{}/api/v1/channels/{context}", self.api))
             .bearer_auth(SECRET)
-            .json(&json!({"history": {"size": 100}}))
+            .json(&json!({"history": {"size": size}}))
             .send()
             .await
             .unwrap();
@@ -461,6 +462,38 @@ async fn a_frame_reaches_every_other_subscriber_but_not_its_sender() {
 }
 
 #[tokio::test]
+async fn the_archive_lists_the_newest_thousand_messages() {
+    let cluster = Cluster::start(Options::default()).await;
+    let vpush = VPush::new(&cluster);
+    let context = vpush.create("long").await;
+    vpush.history_on(&context, 2_000).await;
+    for i in 1..=1_003 {
+        vpush.publish(&context, json!(format!("m{i}"))).await;
+    }
+    let (status, body) = vpush
+        .call(
+            Method::GET,
+            &format!("contexts/{context}/messages"),
+            false,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let texts: Vec<&str> = body["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["message"].as_str().expect("a message text"))
+        .collect();
+    assert_eq!(texts.len(), 1_000);
+    assert_eq!(
+        (texts[0], texts[999]),
+        ("m4", "m1003"),
+        "the newest, oldest first"
+    );
+}
+
+#[tokio::test]
 async fn the_archive_lists_messages_when_history_is_on() {
     let cluster = Cluster::start(Options::default()).await;
     let vpush = VPush::new(&cluster);
@@ -483,7 +516,7 @@ async fn the_archive_lists_messages_when_history_is_on() {
     assert_eq!(body, json!({"success": true, "messages": []}));
 
     let archived = vpush.create("archived").await;
-    vpush.history_on(&archived).await;
+    vpush.history_on(&archived, 100).await;
     let mut a = vpush.socket(&cluster, 0, &archived).await;
     let mut b = vpush.socket(&cluster, 0, &archived).await;
     a.send_text(r#"{"message": "hello"}"#).await;

@@ -39,7 +39,7 @@ use crate::frames::{
     ClientFrame, Dialect, FrameError, Rendered, error_frame, parse_native, parse_vpush, pong_frame,
     resync_frame, subscribed_frame,
 };
-use crate::hub::{Join, close_code};
+use crate::hub::{Joined, close_code};
 use crate::session::Session;
 
 /// The upgraded client socket.
@@ -429,7 +429,12 @@ async fn subscribe(
         return Err(FrameError::new("forbidden", "the token does not allow that channel").into());
     }
     if session.channels.contains_key(&channel) {
-        return Err(FrameError::new("conflict", "already subscribed to that channel").into());
+        return Err(FrameError::new(
+            "conflict",
+            "already subscribed to that channel (channels named in the token are subscribed \
+             on connect; grant a pattern to resume with since)",
+        )
+        .into());
     }
     let grant = session
         .grant()
@@ -445,29 +450,29 @@ async fn subscribe(
         .map_err(|e| FrameError::new("unavailable", e.to_string()))?
         .pop()
         .map(|(_, head)| head);
+    // A `since` past the head is a position this stream never had (another store, a
+    // client bug): it cannot be resumed from, and must never become the edge's cursor.
     let resumable = match (&since, &head) {
         (Some(since), Some(head)) => {
             epoch.as_ref().is_none_or(|e| *e == head.epoch)
-                && head.offset.saturating_sub(*since) <= edge.config.recovery_limit
+                && *since <= head.offset
+                && head.offset - since <= edge.config.recovery_limit
         }
         _ => false,
     };
     if since.is_some() && !resumable {
         send(ws, session, resync_frame(channel.as_str())).await?;
     }
-    let (joined_new, at) = match (resumable, since, &head) {
+    let joined = match (resumable, since, &head) {
         (true, Some(since), Some(head)) => resume(edge, ws, session, &key, head, since).await?,
-        _ => (
-            edge.hub.subscribe(&session.conn, &key, head.as_ref()),
-            head.as_ref().map(|h| h.offset),
-        ),
+        _ => edge.hub.subscribe(&session.conn, &key, head.as_ref()),
     };
-    if joined_new && head.is_some() {
+    if joined.new && head.is_some() {
         edge.recovery.check_new(&key);
     }
-    let position = head.as_ref().zip(at).map(|(h, offset)| Position {
+    let position = head.as_ref().map(|h| Position {
         epoch: h.epoch.clone(),
-        offset,
+        offset: joined.at,
     });
     let frame = subscribed_frame(channel.as_str(), position.as_ref());
     session.joined(edge, channel, key);
@@ -483,7 +488,7 @@ async fn resume(
     key: &StreamKey,
     head: &Position,
     since: u64,
-) -> Result<(bool, Option<u64>), Handled> {
+) -> Result<Joined, Handled> {
     let mut sent = since;
     let mut first_page = true;
     for _ in 0..JOIN_ROUNDS {
@@ -527,15 +532,13 @@ async fn resume(
                 break;
             }
         }
-        match edge.hub.join(&session.conn, key, Some(head), sent) {
-            Join::Following { new } => return Ok((new, Some(sent))),
-            Join::Behind { .. } => continue,
+        if let Ok(joined) = edge.hub.join(&session.conn, key, Some(head), sent) {
+            return Ok(joined);
         }
     }
     // The stream moves faster than this socket can catch up: live from where the edge is.
     send(ws, session, resync_frame(key.channel_name())).await?;
-    let new = edge.hub.subscribe(&session.conn, key, Some(head));
-    Ok((new, edge.hub.cursor(key).map(|c| c.offset)))
+    Ok(edge.hub.subscribe(&session.conn, key, Some(head)))
 }
 
 /// Writes `first` and whatever else is queued (up to `BURST`), then flushes once.

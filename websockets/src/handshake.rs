@@ -228,11 +228,20 @@ async fn connection_token(
             "Too many sockets of this user on this node.",
         ));
     }
-    let result = edge
-        .open_token(grant, dialect)
-        .await
-        .map(|(session, frames)| Auth::Opened(Box::new(session), frames));
-    opened(edge, result)
+    let (session, frames) = match edge.open_token(grant, dialect).await {
+        Ok(opened) => opened,
+        Err(e) => return opened(edge, Err(e)),
+    };
+    // A force logout between the check above and the user stream's subscription would
+    // have pushed its close before this socket could hear it: look once more.
+    let grant = session.grant().cloned();
+    if let Some(grant) = grant
+        && let Err(refusal) = unrevoked(edge, grant).await
+    {
+        session.close(edge);
+        return Err(refusal);
+    }
+    Ok(Auth::Opened(Box::new(session), frames))
 }
 
 fn forbidden(edge: &EdgeState, message: &'static str) -> Refusal {
@@ -251,6 +260,11 @@ async fn verify(edge: &EdgeState, token: &str) -> Result<Grant, Refusal> {
         tracing::debug!(error = %e, "token refused");
         unauthorized(edge, message)
     })?;
+    unrevoked(edge, grant).await
+}
+
+/// `grant`, unless its user was logged out after the token was issued.
+async fn unrevoked(edge: &EdgeState, grant: Grant) -> Result<Grant, Refusal> {
     match edge
         .services
         .stores

@@ -92,12 +92,6 @@ impl Conn {
         self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
     }
 
-    /// Queues a frame of the socket's own (welcome, error, replay) under the same bounds
-    /// as deliveries; false if it could not be queued.
-    pub fn send(&self, frame: Utf8Bytes) -> bool {
-        self.offer(&frame) == Offer::Queued
-    }
-
     /// Whether the socket follows `key`.
     pub fn follows(&self, key: &StreamKey) -> bool {
         self.streams.lock().is_ok_and(|s| s.contains(key))
@@ -197,14 +191,20 @@ pub struct Cursor {
 }
 
 /// How a socket joined a stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Join {
-    /// Following it now; `new` when this edge did not follow the stream before (a
-    /// recovery check should confirm nothing slipped by).
-    Following { new: bool },
-    /// The edge already handed over entries up to `cursor`, after the offset the socket
-    /// has: it must first get those from the store.
-    Behind { cursor: u64 },
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    /// This edge did not follow the stream before (a recovery check should confirm that
+    /// nothing slipped by).
+    pub new: bool,
+    /// The socket gets the entries after this offset (0 for an ephemeral stream).
+    pub at: u64,
+}
+
+/// A socket could not join: the edge already handed over entries up to `cursor`, after
+/// the offset the socket has; it must first get those from the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Behind {
+    pub cursor: u64,
 }
 
 /// A socket following a stream, and from which offset on it wants entries.
@@ -334,16 +334,20 @@ impl Hub {
         Some((conn, frames))
     }
 
-    /// Makes `conn` follow `key` from `head` on (the stream's position when the socket
-    /// subscribed: it gets the entries after it; `None` for an ephemeral stream). True
-    /// when this edge did not follow the stream before, so a recovery check should confirm
-    /// that no entry slipped past in between.
-    pub fn subscribe(&self, conn: &Arc<Conn>, key: &StreamKey, head: Option<&Position>) -> bool {
+    /// Makes `conn` follow `key` live from `head` on (the stream's position when the
+    /// socket subscribed; `None` for an ephemeral stream). If this edge already handed
+    /// over entries past `head` to other sockets, the socket joins at the edge's cursor
+    /// instead: it subscribed while those were being delivered, and [`Joined::at`] says
+    /// where it starts. Subscribing twice is a no-op.
+    pub fn subscribe(&self, conn: &Arc<Conn>, key: &StreamKey, head: Option<&Position>) -> Joined {
         let after = head.map_or(0, |h| h.offset);
-        matches!(
-            self.join(conn, key, head, after),
-            Join::Following { new: true }
-        )
+        match self.attach(conn, key, head, after, true) {
+            Ok(joined) => joined,
+            Err(Behind { cursor }) => Joined {
+                new: false,
+                at: cursor,
+            },
+        }
     }
 
     /// Makes `conn` follow `key` if it is not behind: it has every entry up to `after`
@@ -354,9 +358,23 @@ impl Hub {
         key: &StreamKey,
         head: Option<&Position>,
         after: u64,
-    ) -> Join {
+    ) -> Result<Joined, Behind> {
+        self.attach(conn, key, head, after, false)
+    }
+
+    fn attach(
+        &self,
+        conn: &Arc<Conn>,
+        key: &StreamKey,
+        head: Option<&Position>,
+        after: u64,
+        live: bool,
+    ) -> Result<Joined, Behind> {
         let Ok(mut map) = self.streams.write() else {
-            return Join::Following { new: false };
+            return Ok(Joined {
+                new: false,
+                at: after,
+            });
         };
         let mut new = false;
         let entry = map.entry(key.clone()).or_insert_with(|| {
@@ -368,7 +386,14 @@ impl Hub {
                 subscribers: Vec::new(),
             }))
         });
+        let mut at = after;
         if let Ok(mut state) = entry.lock() {
+            if let Some(existing) = state.subscribers.iter().find(|s| s.conn.id == conn.id) {
+                return Ok(Joined {
+                    new: false,
+                    at: existing.after,
+                });
+            }
             if state.epoch.is_none() && head.is_some() {
                 // Followed as ephemeral so far; it keeps history now: adopt its position.
                 state.epoch = head.map(|h| h.epoch.clone());
@@ -377,20 +402,21 @@ impl Hub {
             let same_epoch =
                 state.epoch.is_some() && state.epoch.as_deref() == head.map(|h| h.epoch.as_str());
             if same_epoch && after < state.cursor {
-                return Join::Behind {
-                    cursor: state.cursor,
-                };
+                if !live {
+                    return Err(Behind {
+                        cursor: state.cursor,
+                    });
+                }
+                at = state.cursor;
             }
             // A head from another epoch than the edge's (a reset the edge has not seen
             // yet) says nothing about its offsets: take everything.
-            let after = if same_epoch || head.is_none() {
-                after
-            } else {
-                0
-            };
+            if !same_epoch && head.is_some() {
+                at = 0;
+            }
             state.subscribers.push(Subscriber {
                 conn: conn.clone(),
-                after,
+                after: at,
             });
         }
         if let Ok(mut streams) = conn.streams.lock() {
@@ -401,7 +427,7 @@ impl Hub {
         if self.is_closed() {
             conn.close(close_code::GOING_AWAY);
         }
-        Join::Following { new }
+        Ok(Joined { new, at })
     }
 
     /// Stops `conn` following `key`; false if it did not.
@@ -567,8 +593,8 @@ impl Hub {
         state.subscribers.len()
     }
 
-    /// Tells every socket of an ephemeral stream that it may have missed entries (nothing
-    /// can be replayed); how many sockets.
+    /// Tells the native sockets of an ephemeral stream that they may have missed entries
+    /// (nothing can be replayed); how many sockets were told.
     pub fn resync_ephemeral(&self, key: &StreamKey, resync: &Utf8Bytes) -> usize {
         let Some(entry) = self.entry(key) else {
             return 0;
@@ -579,10 +605,17 @@ impl Hub {
         if state.epoch.is_some() {
             return 0;
         }
+        // Ephemeral streams are at most once: only the native protocol has a frame to
+        // say so; Mozilla and VPush sockets keep their connection (a close would send a
+        // whole cluster reconnecting after one router blip).
+        let mut told = 0;
         for sub in &state.subscribers {
-            tell_resync(&sub.conn, close_code::RESYNC, resync);
+            if sub.conn.dialect == Dialect::Native {
+                sub.conn.offer(resync);
+                told += 1;
+            }
         }
-        state.subscribers.len()
+        told
     }
 
     /// Follows a stream that was ephemeral here from `head` on (its history was turned on).
@@ -745,8 +778,8 @@ mod tests {
         let (a, mut rx_a) = register(&hub);
         let (b, mut rx_b) = register(&hub);
         let (c, mut rx_c) = register(&hub);
-        assert!(hub.subscribe(&a, &key("t"), Some(&at(0))));
-        assert!(!hub.subscribe(&b, &key("t"), Some(&at(0))));
+        assert!(hub.subscribe(&a, &key("t"), Some(&at(0))).new);
+        assert!(!hub.subscribe(&b, &key("t"), Some(&at(0))).new);
         hub.subscribe(&c, &key("other"), Some(&at(0)));
         assert!(matches!(live(&hub, "t", 1), Live::Delivered(f) if f.queued == 2));
         assert_eq!(live(&hub, "t", 1), Live::Duplicate, "a repeat is dropped");
@@ -831,15 +864,45 @@ mod tests {
         let (late, mut rx) = register(&hub);
         assert_eq!(
             hub.join(&late, &key("t"), Some(&at(5)), 3),
-            Join::Behind { cursor: 5 }
+            Err(Behind { cursor: 5 })
         );
         assert!(!late.follows(&key("t")));
         assert_eq!(
             hub.join(&late, &key("t"), Some(&at(5)), 5),
-            Join::Following { new: false }
+            Ok(Joined { new: false, at: 5 })
         );
         live(&hub, "t", 6);
         assert_eq!(drain(&mut rx), ["6"]);
+    }
+
+    #[test]
+    fn a_live_subscriber_whose_head_the_edge_passed_joins_at_the_cursor() {
+        let hub = hub(LIMITS);
+        let (early, _rx) = register(&hub);
+        hub.subscribe(&early, &key("t"), Some(&at(0)));
+        // The late socket read head 3; entries 4 and 5 were handed over meanwhile.
+        for offset in 1..=5 {
+            live(&hub, "t", offset);
+        }
+        let (late, mut rx) = register(&hub);
+        let joined = hub.subscribe(&late, &key("t"), Some(&at(3)));
+        assert_eq!(joined, Joined { new: false, at: 5 });
+        assert!(late.follows(&key("t")));
+        live(&hub, "t", 6);
+        assert_eq!(drain(&mut rx), ["6"]);
+    }
+
+    #[test]
+    fn subscribing_twice_delivers_once() {
+        let hub = hub(LIMITS);
+        let (conn, mut rx) = register(&hub);
+        hub.subscribe(&conn, &key("t"), Some(&at(0)));
+        let again = hub.subscribe(&conn, &key("t"), Some(&at(0)));
+        assert_eq!(again, Joined { new: false, at: 0 });
+        live(&hub, "t", 1);
+        assert_eq!(drain(&mut rx), ["1"]);
+        assert!(hub.unsubscribe(&conn, &key("t")));
+        assert!(!hub.follows(&key("t")));
     }
 
     #[test]
@@ -884,6 +947,20 @@ mod tests {
         ));
         assert_eq!(drain(&mut rx), ["f1"]);
         assert_eq!(live(&hub, "t", 8), Live::OtherEpoch);
+    }
+
+    #[test]
+    fn an_ephemeral_resync_tells_native_sockets_and_closes_none() {
+        let hub = hub(LIMITS);
+        let (native, mut rx) = hub.register(Dialect::Native, 0).unwrap();
+        let (vpush, _rx) = hub.register(Dialect::VPush, 0).unwrap();
+        hub.subscribe(&native, &key("t"), None);
+        hub.subscribe(&vpush, &key("t"), None);
+        let frame = Utf8Bytes::from_static(r#"{"type":"resync","channel":"t"}"#);
+        assert_eq!(hub.resync_ephemeral(&key("t"), &frame), 1);
+        assert_eq!(rx.try_recv().unwrap(), frame);
+        assert_eq!(vpush.close_code.load(Ordering::Acquire), 0, "kept open");
+        assert_eq!(native.close_code.load(Ordering::Acquire), 0, "kept open");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::ids::ChannelName;
 use common::jwt::Grant;
-use common::store::StoreError;
+use common::store::{MAX_HEADS, StoreError};
 use common::stream::{Position, StreamKey};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -138,7 +138,7 @@ impl EdgeState {
         head: &Position,
     ) -> Result<(Session, mpsc::Receiver<Utf8Bytes>), OpenError> {
         let (conn, frames) = self.register(Dialect::Mozilla, 0)?;
-        if self.hub.subscribe(&conn, key, Some(head)) {
+        if self.hub.subscribe(&conn, key, Some(head)).new {
             self.recovery.check_new(key);
         }
         let session = Session {
@@ -167,15 +167,11 @@ impl EdgeState {
             })
             .collect();
         let keys: Vec<StreamKey> = listed.iter().map(|(_, k)| k.clone()).collect();
-        let heads: HashMap<StreamKey, Position> = self
-            .services
-            .stores
-            .streams
-            .stream_heads(&keys)
-            .await
-            .map_err(OpenError::Store)?
-            .into_iter()
-            .collect();
+        let mut heads: HashMap<StreamKey, Position> = HashMap::with_capacity(keys.len());
+        for batch in keys.chunks(MAX_HEADS) {
+            let read = self.services.stores.streams.stream_heads(batch).await;
+            heads.extend(read.map_err(OpenError::Store)?);
+        }
         let (conn, frames) = self.register(dialect, grant.issued_us)?;
         self.hub.subscribe(&conn, &user_stream(&grant), None);
         let mut session = Session {
@@ -188,7 +184,11 @@ impl EdgeState {
             self.presence.add(user);
         }
         for (channel, key) in listed {
-            if self.hub.subscribe(&session.conn, &key, heads.get(&key)) && heads.contains_key(&key)
+            if session.channels.contains_key(&channel) {
+                continue;
+            }
+            if self.hub.subscribe(&session.conn, &key, heads.get(&key)).new
+                && heads.contains_key(&key)
             {
                 self.recovery.check_new(&key);
             }

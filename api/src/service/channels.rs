@@ -253,6 +253,24 @@ impl Services {
         Ok((items, next))
     }
 
+    /// The newest `limit` kept messages, oldest first.
+    pub async fn latest_channel_messages(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        limit: usize,
+    ) -> ServiceResult<Vec<(u64, ChannelMessage)>> {
+        let head = self
+            .stores
+            .channels
+            .channel(app, channel)
+            .await?
+            .and_then(|info| info.head)
+            .map_or(0, |head| head.offset);
+        let since = head.saturating_sub(limit as u64);
+        Ok(self.channel_history(app, channel, since, limit).await?.0)
+    }
+
     /// Users with a socket subscribed to the channel, cluster-wide.
     pub async fn channel_users(
         &self,

@@ -200,8 +200,8 @@ async fn archive(call: Request) -> Outcome {
         .context(&caller.app.id, call.segment(0))
         .await
         .map_err(from_service)?;
-    let (items, _) = services
-        .channel_history(&caller.app.id, &context.id, 0, MAX_ARCHIVE)
+    let items = services
+        .latest_channel_messages(&caller.app.id, &context.id, MAX_ARCHIVE)
         .await
         .map_err(from_service)?;
     let messages: Vec<Value> = items

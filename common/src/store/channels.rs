@@ -37,7 +37,8 @@ pub struct ChannelInfo {
     pub head: Option<Position>,
 }
 
-/// An idempotency key and until when it holds (µs).
+/// An idempotency key and until when it holds (µs). Keys are scoped to the app and the
+/// channel: the same key on two channels is two publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Idempotency {
     pub key: String,

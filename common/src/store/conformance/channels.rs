@@ -249,6 +249,15 @@ async fn idempotency_keys_give_the_first_result(s: &Stores) {
         1,
         "stored once"
     );
+    let other = ChannelName::parse("idem-other").unwrap();
+    let elsewhere = c
+        .publish_channel_message(&message(&app, &other, "o4", 2_500), Some(&key))
+        .await
+        .unwrap();
+    assert!(
+        matches!(elsewhere, Publication::Fresh { .. }),
+        "keys are scoped to the channel: {elsewhere:?}"
+    );
     let after_expiry = c
         .publish_channel_message(&message(&app, &ch, "o3", 6_000), Some(&key))
         .await

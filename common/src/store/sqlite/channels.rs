@@ -227,9 +227,15 @@ impl Channels for SqliteStore {
         idempotency: Option<&Idempotency>,
     ) -> StoreResult<Publication> {
         let (m, idempotency) = (message.clone(), idempotency.cloned());
+        // Keys are scoped to the channel; channel names hold no space, so
+        // "<channel> <key>" is unambiguous.
+        let scoped = idempotency.map(|i| Idempotency {
+            key: format!("{} {}", m.channel, i.key),
+            expires_us: i.expires_us,
+        });
         self.write(move |c| {
             let app = m.app.as_str();
-            if let Some(key) = &idempotency
+            if let Some(key) = &scoped
                 && let Some(repeat) = earlier(c, app, &key.key, m.created_us)?
             {
                 return Ok(repeat);
@@ -242,7 +248,7 @@ impl Channels for SqliteStore {
             };
             let (created_us, position) =
                 appended.map_or((m.created_us, None), |(t, p)| (t, Some(p)));
-            if let Some(key) = &idempotency {
+            if let Some(key) = &scoped {
                 c.prepare_cached(
                     "INSERT OR REPLACE INTO idempotency_keys (app, key, message_id, created_us,
                        stream_epoch, stream_offset, message_expires_us, expires_us)
