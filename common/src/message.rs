@@ -73,6 +73,57 @@ impl QueueMessage {
     }
 }
 
+/// A published JSON value, kept as the exact text it was published as: Thunderpush hands
+/// its subscribers the posted body verbatim (`{"payload": "<the body's text>"}`, spacing
+/// and escapes included), so the text is what travels and what is stored.
+///
+/// Serialized (envelopes, `Delivery`) as a JSON *string* holding that text — a raw value
+/// would not survive the internally tagged `Event` — so surfaces render it with
+/// [`JsonText::value`] (a parsed value) or [`JsonText::text`] (the verbatim text).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JsonText(String);
+
+impl JsonText {
+    /// `text` if it is one JSON value (RFC 8259), kept byte for byte.
+    pub fn parse(text: impl Into<String>) -> Result<JsonText, serde_json::Error> {
+        let text = text.into();
+        serde_json::from_str::<serde::de::IgnoredAny>(&text)?;
+        Ok(JsonText(text))
+    }
+
+    /// Text read back from the store, where only `parse`d or serialized text was written.
+    pub fn stored(text: String) -> JsonText {
+        JsonText(text)
+    }
+
+    /// The verbatim text.
+    pub fn text(&self) -> &str {
+        &self.0
+    }
+
+    /// The value the text holds (`null` if the text were ever not JSON, which `parse` and
+    /// `From<Value>` rule out).
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The value as a text message: a JSON string as its contents, any other value as its
+    /// JSON text (VPush `{"message": "..."}`).
+    pub fn as_message_text(&self) -> String {
+        match serde_json::from_str::<String>(&self.0) {
+            Ok(s) => s,
+            Err(_) => self.0.clone(),
+        }
+    }
+}
+
+impl From<serde_json::Value> for JsonText {
+    fn from(value: serde_json::Value) -> JsonText {
+        JsonText(value.to_string())
+    }
+}
+
 /// A message published to a channel (SPEC §4 Channels), by HTTP or by a client socket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelMessage {
@@ -80,8 +131,8 @@ pub struct ChannelMessage {
     pub id: String,
     pub app: AppId,
     pub channel: ChannelName,
-    /// The published JSON value.
-    pub data: serde_json::Value,
+    /// The published JSON value, as published.
+    pub data: JsonText,
     pub created_us: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_us: Option<i64>,
@@ -95,7 +146,7 @@ pub struct UserMessage {
     pub id: String,
     pub app: AppId,
     pub user: UserId,
-    pub data: serde_json::Value,
+    pub data: JsonText,
     pub created_us: i64,
 }
 
@@ -264,5 +315,32 @@ mod tests {
         .unwrap();
         assert_eq!(frame["body"], json!({"read": "k0"}));
         assert_eq!(frame["queue"], "http://h:1/queue/q1/");
+    }
+
+    #[test]
+    fn json_text_keeps_the_published_text_through_an_envelope() {
+        let text = "{\"a\": 1,  \"s\":\"x\\u00e9\"}";
+        let data = JsonText::parse(text).unwrap();
+        assert_eq!(data.text(), text);
+        assert_eq!(data.value(), json!({"a": 1, "s": "x\u{e9}"}));
+        let d = Delivery::user_message(UserMessage {
+            id: "m".into(),
+            app: AppId::parse("app").unwrap(),
+            user: UserId::parse("u").unwrap(),
+            data,
+            created_us: 1,
+        });
+        let back: Delivery = serde_json::from_slice(&serde_json::to_vec(&d).unwrap()).unwrap();
+        let Event::UserMessage { message } = back.event else {
+            panic!("{back:?}")
+        };
+        assert_eq!(message.data.text(), text);
+        assert!(JsonText::parse("not json").is_err());
+        assert!(JsonText::parse("{} {}").is_err());
+        assert_eq!(JsonText::from(json!("hi")).as_message_text(), "hi");
+        assert_eq!(
+            JsonText::from(json!({"k": 1})).as_message_text(),
+            "{\"k\":1}"
+        );
     }
 }

@@ -344,6 +344,11 @@ impl Cluster {
         format!("ws://127.0.0.1:{}", self.ports.edges[i])
     }
 
+    /// Edge `i` as Mozilla's `GET /nodes/` lists it: `host:port`.
+    pub fn edge_node(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.ports.edges[i])
+    }
+
     pub fn moz(&self) -> Moz {
         Moz::new(&self.api_url())
     }
@@ -582,11 +587,18 @@ impl Socket {
     /// The next text frame as JSON, or `None` if none arrives within `deadline`; panics
     /// if the socket ends first.
     pub async fn try_next_json(&mut self, deadline: Duration) -> Option<Value> {
+        let text = self.try_next_text(deadline).await?;
+        Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
+    }
+
+    /// The next text frame, or `None` if none arrives within `deadline`; panics if the
+    /// socket ends first.
+    pub async fn try_next_text(&mut self, deadline: Duration) -> Option<String> {
         let event = tokio::time::timeout(deadline, self.incoming.recv())
             .await
             .ok()?;
         match event {
-            Some(Incoming::Text(text)) => Some(serde_json::from_str(&text).unwrap()),
+            Some(Incoming::Text(text)) => Some(text),
             other => panic!("socket ended while waiting for a frame: {other:?}"),
         }
     }

@@ -1,6 +1,7 @@
 //! Delivery through real binaries: API → router → edge → a real WebSocket client, in the
 //! Mozilla dialect (query token and legacy first frame), across two edges, with read sync,
-//! and `/nodes/` ordering.
+//! `/nodes/` ordering, and a client that behaves like the 2012 one (`/nodes/` →
+//! `ws://host:port/` → `token: T`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -149,10 +150,7 @@ async fn nodes_lists_healthy_edges_least_loaded_first() {
     for _ in 0..3 {
         busy.push(Socket::mozilla(&edge0, &token).await);
     }
-    let expected = vec![
-        format!("{}/socket", cluster.edge_url(1)),
-        format!("{}/socket", cluster.edge_url(0)),
-    ];
+    let expected = vec![cluster.edge_node(1), cluster.edge_node(0)];
     eventually("/nodes/ to put the idle edge first", DEADLINE, || {
         let moz = moz.clone();
         let expected = expected.clone();
@@ -169,4 +167,88 @@ async fn nodes_lists_healthy_edges_least_loaded_first() {
         }
     })
     .await;
+}
+
+/// The 2012 client: asks `/nodes/` for `host:port` addresses, opens `ws://host:port/`,
+/// sends `token: T` first; it receives messages of its queues, the read marks another
+/// device posts (live, and in `GET` history for a device that was offline), and nothing of
+/// other tokens.
+#[tokio::test]
+async fn a_2012_client_finds_a_node_and_authenticates_with_its_first_frame() {
+    let cluster = Cluster::start(Options::default()).await;
+    let moz = cluster.moz();
+    let (token, own_queue) = moz.token().await;
+    let (_, other_queue) = moz.token().await;
+    let queue = moz.queue(&token, "news.example").await;
+
+    let nodes: Value = moz
+        .http
+        .get(format!("{}/nodes/", moz.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(nodes["nodes"], serde_json::json!([cluster.edge_node(0)]));
+    let node = nodes["nodes"][0].as_str().unwrap();
+    let mut socket = Socket::connect(&format!("ws://{node}/")).await;
+    socket.send_text(&format!("token: {token}")).await;
+
+    // Registration after the first frame is not observable: post until one arrives.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let first = loop {
+        let key = moz.post(&queue, "hello").await;
+        if let Some(frame) = socket
+            .try_next_json(std::time::Duration::from_millis(300))
+            .await
+        {
+            assert_eq!(frame["key"], Value::String(key));
+            break frame;
+        }
+        assert!(std::time::Instant::now() < deadline, "no delivery on /");
+    };
+    assert_eq!(first["queue"], Value::String(queue.clone()));
+    assert_eq!(first["body"], serde_json::json!({"title": "hello"}));
+
+    // Another token's message does not arrive; this token's next one does, in order.
+    moz.post(&other_queue, "not yours").await;
+    let key = moz.post(&queue, "second").await;
+    let frame = socket.next_json(DEADLINE).await;
+    assert_eq!(frame["key"], Value::String(key.clone()), "{frame}");
+
+    // Read sync: another device marks `key` read on the token's own queue.
+    let (status, mark) = moz
+        .form_post(&own_queue, &[("action", "read"), ("key", &key)])
+        .await;
+    assert_eq!(status, 200, "{mark}");
+    let frame = socket.next_json(DEADLINE).await;
+    assert_eq!(frame["key"], mark["key"]);
+    assert_eq!(frame["timestamp"], mark["timestamp"]);
+    assert_eq!(frame["queue"], Value::String(own_queue.clone()));
+    assert_eq!(frame["body"], serde_json::json!({"read": key}));
+    // ...and a device that was offline finds the mark in history, with `last_seen`.
+    let (status, history) = moz.messages(&own_queue, &token, &[]).await;
+    assert_eq!(status, 200, "{history}");
+    assert!(history["last_seen"].is_number(), "{history}");
+    let bodies: Vec<&Value> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["body"])
+        .collect();
+    assert_eq!(
+        bodies.last(),
+        Some(&&serde_json::json!({"read": key})),
+        "{history}"
+    );
+    // A read mark on a site queue, or of another token's message, is refused.
+    let (status, refused) = moz
+        .form_post(&queue, &[("action", "read"), ("key", &key)])
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    let (status, _) = moz
+        .form_post(&other_queue, &[("action", "read"), ("key", &key)])
+        .await;
+    assert_ne!(status, 200);
 }

@@ -98,7 +98,7 @@ async fn a_killed_edge_is_dropped_from_nodes_by_the_monitor() {
     .await;
 
     cluster.edges[1].kill();
-    let survivor = vec![format!("{}/socket", cluster.edge_url(0))];
+    let survivor = vec![cluster.edge_node(0)];
     eventually("the killed edge to leave /nodes/", DEADLINE, || {
         let (moz, survivor) = (moz.clone(), survivor.clone());
         async move { nodes(moz).await.filter(|n| *n == survivor) }

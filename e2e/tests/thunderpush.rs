@@ -5,8 +5,8 @@
 //! logout that answers 204 and closes the user's sockets with 4003, the original's error
 //! bodies (`{"message": "...", "status": N}`, 401 before 400), its static CORS headers and
 //! key-less `OPTIONS` preflight, and every route with and without its trailing slash.
-//! Browser clients connect with Herald's native protocol here (SockJS `/connect` comes in a
-//! later issue), with tokens from `POST /api/v1/tokens`. Presence is written by the edges
+//! Browser clients connect with Herald's native protocol here (SockJS `/connect` is in
+//! `sockjs.rs`), with tokens from `POST /api/v1/tokens`. Presence is written by the edges
 //! every 250 ms, so presence-dependent answers are polled with a deadline.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -34,13 +34,13 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
-use crate::EdgeState;
 use crate::frames::{
     ClientFrame, Dialect, FrameError, Rendered, error_frame, parse_native, parse_vpush, pong_frame,
     resync_frame, subscribed_frame,
 };
 use crate::hub::{Joined, close_code};
 use crate::session::Session;
+use crate::{EdgeState, thunder};
 
 /// The upgraded client socket.
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
@@ -53,6 +53,9 @@ pub enum Auth {
     /// Mozilla's legacy first text frame `token: T`, within the handshake timeout; holds a
     /// connection slot until then.
     FirstFrame(crate::PendingHandshake),
+    /// Thunderpush's `CONNECT` command, within the handshake timeout (`crate::thunder`);
+    /// holds a connection slot until then.
+    Thunder(crate::PendingHandshake, Box<thunder::Start>),
 }
 
 /// Frames written per flush at most.
@@ -85,11 +88,37 @@ pub async fn serve(edge: Arc<EdgeState>, mut ws: Socket, auth: Auth) {
                     .sockets
                     .with_label_values(&["first_frame_rejected"])
                     .inc();
-                close(&mut ws, closing).await;
+                close(&mut ws, Dialect::Mozilla, closing).await;
                 return;
             }
         },
+        Auth::Thunder(_slot, start) => {
+            let opened = match Box::pin(thunder::open(&edge, &mut ws, &start)).await {
+                Ok((mut session, frames, rest)) => {
+                    match thunder::run(&edge, &mut session, rest).await {
+                        Ok(()) => Ok((session, frames)),
+                        Err(closing) => {
+                            session.close(&edge);
+                            Err(closing)
+                        }
+                    }
+                }
+                Err(closing) => Err(closing),
+            };
+            match opened {
+                Ok(opened) => opened,
+                Err(closing) => {
+                    edge.metrics
+                        .sockets
+                        .with_label_values(&["connect_rejected"])
+                        .inc();
+                    close(&mut ws, start.dialect, closing).await;
+                    return;
+                }
+            }
+        }
     };
+    let dialect = session.dialect;
     let closing = match session.welcome(&edge) {
         Some(welcome) => {
             match bounded(&session, WRITE_TIMEOUT, ws.send(Message::Text(welcome))).await {
@@ -104,7 +133,7 @@ pub async fn serve(edge: Arc<EdgeState>, mut ws: Socket, auth: Auth) {
         if closing.0 == close_code::SLOW_CONSUMER {
             edge.metrics.slow_consumers.inc();
         }
-        close(&mut ws, closing).await;
+        close(&mut ws, dialect, closing).await;
     }
 }
 
@@ -169,11 +198,12 @@ async fn bounded(
     }
 }
 
-/// When the socket's token expires (close 4001), if it has one.
+/// When the socket's token expires (close 4001), if it has one (a trusted Thunderpush
+/// user id never expires).
 fn expiry(session: &Session) -> Option<Instant> {
     let grant = session.grant()?;
     let left = grant.expires_us.saturating_sub(now_us()).max(0) as u64;
-    Some(Instant::now() + Duration::from_micros(left))
+    Instant::now().checked_add(Duration::from_micros(left))
 }
 
 /// Moves frames both ways until the socket ends; the close to send, if any.
@@ -264,6 +294,11 @@ async fn pump(
                 if awaiting_pong {
                     return Some((1011, "no pong"));
                 }
+                if session.dialect == Dialect::SockJs
+                    && let Err(end) = bounded(session, pong_within, ws.feed(Message::Text(Utf8Bytes::from_static(thunder::HEARTBEAT)))).await
+                {
+                    return end;
+                }
                 // A ping that cannot be written within the pong timeout: not reading.
                 if let Err(end) = bounded(session, pong_within, ws.send(Message::Ping(Bytes::new()))).await {
                     return end;
@@ -283,7 +318,7 @@ fn client_limiter() -> DefaultDirectRateLimiter {
 
 /// The close a WebSocket-layer error calls for: 1002 for a protocol violation, 1007 for
 /// invalid UTF-8, 1009 for a message over the limit; `None` when the connection is gone.
-fn violation(e: &WsError) -> Option<Closing> {
+pub(crate) fn violation(e: &WsError) -> Option<Closing> {
     match e {
         WsError::Utf8(_) => Some((1007, "invalid UTF-8")),
         WsError::Capacity(CapacityError::MessageTooLong { .. }) => Some((1009, "message too big")),
@@ -296,9 +331,10 @@ fn violation(e: &WsError) -> Option<Closing> {
     }
 }
 
-/// A Mozilla socket takes no frames after its token: the error is only counted.
+/// Only the native and VPush dialects have an error frame; elsewhere (Mozilla takes no
+/// frames, Thunderpush ignores what it cannot use) the error is only counted.
 fn reply_to_error(dialect: Dialect, error: &FrameError) -> Option<Utf8Bytes> {
-    (dialect != Dialect::Mozilla).then(|| error_frame(dialect, error))
+    matches!(dialect, Dialect::Native | Dialect::VPush).then(|| error_frame(dialect, error))
 }
 
 /// How handling a client frame ended badly.
@@ -324,6 +360,12 @@ async fn handle_text(
 ) -> Result<(), Handled> {
     match session.dialect {
         Dialect::Mozilla => Err(FrameError::bad_request("this socket takes no frames").into()),
+        Dialect::SockJs | Dialect::ThunderRaw => {
+            let commands = thunder::commands(session.dialect, text)?;
+            thunder::run(edge, session, commands)
+                .await
+                .map_err(|closing| Handled::End(Some(closing)))
+        }
         Dialect::VPush => {
             let message = parse_vpush(text)?;
             let channel = session
@@ -399,7 +441,7 @@ async fn publish(
     let publish = api::service::channels::ChannelPublish {
         app: grant.app.clone(),
         channel,
-        data,
+        data: data.into(),
         replace_id: None,
         ttl: None,
         idempotency_key: None,
@@ -441,15 +483,9 @@ async fn subscribe(
         .cloned()
         .ok_or_else(|| FrameError::new("forbidden", "no token"))?;
     let key = StreamKey::channel(&grant.app, &channel);
-    let head = edge
-        .services
-        .stores
-        .streams
-        .stream_heads(std::slice::from_ref(&key))
+    let head = stream_head(edge, &key)
         .await
-        .map_err(|e| FrameError::new("unavailable", e.to_string()))?
-        .pop()
-        .map(|(_, head)| head);
+        .map_err(|e| FrameError::new("unavailable", e.to_string()))?;
     // A `since` past the head is a position this stream never had (another store, a
     // client bug): it cannot be resumed from, and must never become the edge's cursor.
     let resumable = match (&since, &head) {
@@ -477,6 +513,20 @@ async fn subscribe(
     let frame = subscribed_frame(channel.as_str(), position.as_ref());
     session.joined(edge, channel, key);
     send(ws, session, frame).await
+}
+
+/// The stream's head, `None` while it keeps no history.
+pub(crate) async fn stream_head(
+    edge: &EdgeState,
+    key: &StreamKey,
+) -> Result<Option<Position>, common::store::StoreError> {
+    let mut heads = edge
+        .services
+        .stores
+        .streams
+        .stream_heads(std::slice::from_ref(key))
+        .await?;
+    Ok(heads.pop().map(|(_, head)| head))
 }
 
 /// Replays `key` after `since` to the socket, then joins the live stream where the replay
@@ -568,7 +618,18 @@ fn close_reason(code: u16) -> &'static str {
     }
 }
 
-async fn close(ws: &mut Socket, (code, reason): Closing) {
+/// Closes the socket with `closing`; a Thunderpush socket says it its own way first
+/// (`thunder::closing_frames`).
+async fn close(ws: &mut Socket, dialect: Dialect, closing: Closing) {
+    let (code, reason) = if dialect.is_thunderpush() {
+        let (frame, closing) = thunder::closing_frames(dialect, closing);
+        if let Some(frame) = frame {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(Message::Text(frame))).await;
+        }
+        closing
+    } else {
+        closing
+    };
     let frame = CloseFrame {
         code: CloseCode::from(code),
         reason: Utf8Bytes::from_static(reason),

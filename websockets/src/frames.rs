@@ -1,8 +1,10 @@
 //! The WebSocket protocol's frames (SPEC §6) as types, and the dialects that render them.
 //!
 //! A `Dialect` is chosen at the handshake by the endpoint: `Native` (`/ws`, and Socrate's
-//! `/?token=`), `Mozilla` (`/socket`, `/`), `VPush` (`/push/socket`). It decides only how
-//! frames look; every dialect sees the same deliveries. A delivery is rendered once per
+//! `/?token=`), `Mozilla` (`/socket`, `/`), `VPush` (`/push/socket`), Thunderpush over
+//! SockJS (`/connect/{server}/{session}/websocket`) or over a bare WebSocket
+//! (`/connect/websocket`). It decides only how frames look; every dialect sees the same
+//! deliveries. A delivery is rendered once per
 //! dialect (`Rendered`), however many sockets of that dialect receive it.
 
 use std::sync::OnceLock;
@@ -22,6 +24,19 @@ pub enum Dialect {
     Mozilla,
     /// VPush: `{"message": "..."}` both ways.
     VPush,
+    /// Thunderpush over SockJS's WebSocket transport: `a[{"payload", "channel"?}]`
+    /// messages, text commands inside SockJS frames (`crate::thunder`).
+    SockJs,
+    /// Thunderpush over SockJS's raw WebSocket endpoint: `{"payload", "channel"?}` and
+    /// bare text commands.
+    ThunderRaw,
+}
+
+impl Dialect {
+    /// Whether the socket speaks Thunderpush's commands (`CONNECT`, `SUBSCRIBE`, …).
+    pub fn is_thunderpush(self) -> bool {
+        matches!(self, Dialect::SockJs | Dialect::ThunderRaw)
+    }
 }
 
 /// A delivery and its frames, rendered on first use per dialect.
@@ -33,6 +48,8 @@ pub struct Rendered {
     native: OnceLock<Option<Utf8Bytes>>,
     mozilla: OnceLock<Option<Utf8Bytes>>,
     vpush: OnceLock<Option<Utf8Bytes>>,
+    sockjs: OnceLock<Option<Utf8Bytes>>,
+    thunder_raw: OnceLock<Option<Utf8Bytes>>,
 }
 
 impl Rendered {
@@ -44,6 +61,8 @@ impl Rendered {
             native: OnceLock::new(),
             mozilla: OnceLock::new(),
             vpush: OnceLock::new(),
+            sockjs: OnceLock::new(),
+            thunder_raw: OnceLock::new(),
         }
     }
 
@@ -53,6 +72,10 @@ impl Rendered {
             Dialect::Native => (&self.native, |r| native_frame(&r.delivery)),
             Dialect::Mozilla => (&self.mozilla, |r| r.delivery.mozilla_frame(&r.api_base)),
             Dialect::VPush => (&self.vpush, |r| vpush_frame(&r.delivery)),
+            Dialect::SockJs => (&self.sockjs, |r| {
+                thunder_message(&r.delivery).map(|m| crate::thunder::sockjs_array(&m))
+            }),
+            Dialect::ThunderRaw => (&self.thunder_raw, |r| thunder_message(&r.delivery)),
         };
         cell.get_or_init(|| render(self).map(Utf8Bytes::from))
             .as_ref()
@@ -67,7 +90,7 @@ fn native_frame(delivery: &Delivery) -> Option<String> {
                 "type": "message",
                 "id": message.id,
                 "channel": message.channel,
-                "data": message.data,
+                "data": message.data.value(),
                 "createdAt": rfc3339(message.created_us),
             });
             if let Some(position) = &delivery.position {
@@ -81,7 +104,7 @@ fn native_frame(delivery: &Delivery) -> Option<String> {
         Event::UserMessage { message } => json!({
             "type": "message",
             "id": message.id,
-            "data": message.data,
+            "data": message.data.value(),
             "createdAt": rfc3339(message.created_us),
         }),
         Event::QueueMessage { .. } | Event::Logout { .. } => return None,
@@ -96,11 +119,25 @@ fn vpush_frame(delivery: &Delivery) -> Option<String> {
         Event::UserMessage { message } => &message.data,
         Event::QueueMessage { .. } | Event::Logout { .. } => return None,
     };
-    let text = match data {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+    Some(json!({ "message": data.as_message_text() }).to_string())
+}
+
+/// Thunderpush's message, as the original sends it: `{"payload": "<the published JSON
+/// text, verbatim>", "channel": "<ch>"}`, without `channel` for a user message.
+fn thunder_message(delivery: &Delivery) -> Option<String> {
+    let (data, channel) = match &delivery.event {
+        Event::ChannelMessage { message } => (&message.data, Some(&message.channel)),
+        Event::UserMessage { message } => (&message.data, None),
+        Event::QueueMessage { .. } | Event::Logout { .. } => return None,
     };
-    Some(json!({ "message": text }).to_string())
+    let payload = serde_json::to_string(data.text()).ok()?;
+    Some(match channel {
+        Some(channel) => {
+            let channel = serde_json::to_string(channel.as_str()).ok()?;
+            format!("{{\"payload\":{payload},\"channel\":{channel}}}")
+        }
+        None => format!("{{\"payload\":{payload}}}"),
+    })
 }
 
 /// A frame a native client sends.
@@ -216,7 +253,7 @@ mod tests {
             id: "m1".into(),
             app: AppId::parse("dev").unwrap(),
             channel: ChannelName::parse("news").unwrap(),
-            data,
+            data: data.into(),
             created_us: 1_689_692_400_000_000,
             expires_us: None,
             replace_id: None,
@@ -253,6 +290,39 @@ mod tests {
     }
 
     #[test]
+    fn thunderpush_gets_the_published_text_as_payload() {
+        let text = "{\"a\": 1,  \"s\":\"x\\u00e9\"}";
+        let mut delivery = channel_message(json!(null));
+        if let Event::ChannelMessage { message } = &mut delivery.event {
+            message.data = common::message::JsonText::parse(text).unwrap();
+        }
+        let rendered = Rendered::new(delivery, None, "");
+        let raw = rendered.frame(Dialect::ThunderRaw).unwrap().as_str();
+        assert_eq!(
+            raw,
+            r#"{"payload":"{\"a\": 1,  \"s\":\"x\\u00e9\"}","channel":"news"}"#
+        );
+        let parsed: Value = serde_json::from_str(raw).unwrap();
+        assert_eq!(parsed["payload"], text);
+        assert_eq!(
+            rendered.frame(Dialect::SockJs).unwrap().as_str(),
+            format!("a[{raw}]")
+        );
+        let user = Delivery::user_message(UserMessage {
+            id: "u1".into(),
+            app: AppId::parse("dev").unwrap(),
+            user: UserId::parse("alice").unwrap(),
+            data: json!({"b": 2}).into(),
+            created_us: 0,
+        });
+        let rendered = Rendered::new(user, None, "");
+        assert_eq!(
+            rendered.frame(Dialect::SockJs).unwrap().as_str(),
+            r#"a[{"payload":"{\"b\":2}"}]"#
+        );
+    }
+
+    #[test]
     fn vpush_strings_pass_as_they_are() {
         let rendered = Rendered::new(channel_message(json!("hello")), None, "");
         assert_eq!(
@@ -263,7 +333,7 @@ mod tests {
             id: "u1".into(),
             app: AppId::parse("dev").unwrap(),
             user: UserId::parse("alice").unwrap(),
-            data: json!(3),
+            data: json!(3).into(),
             created_us: 0,
         });
         let rendered = Rendered::new(user, None, "");

@@ -1,7 +1,8 @@
 //! The edge's HTTP side: `/health`, `/metrics`, and the WebSocket endpoints (SPEC §6):
 //! `/ws?token=T` (native), `/?token=T` (Socrate: native frames), `/push/socket?
 //! websocketToken=T` (VPush), `/socket?token=T` and `/` or `/socket` without a token
-//! (Mozilla; the legacy first frame `token: T` then authenticates).
+//! (Mozilla; the legacy first frame `token: T` then authenticates), and Thunderpush's
+//! SockJS at `/connect` (`crate::thunder`: its socket authenticates with `CONNECT`).
 //!
 //! The opening handshake is checked as RFC 6455 §4.2.1 says — GET, HTTP/1.1 or later,
 //! `Upgrade: websocket`, `Connection` listing `Upgrade` among any others, exactly one
@@ -32,7 +33,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use crate::connection::{self, Auth};
 use crate::frames::Dialect;
 use crate::session::OpenError;
-use crate::{AuthError, EdgeState};
+use crate::{AuthError, EdgeState, thunder};
 
 type Answer = Response<Full<Bytes>>;
 
@@ -95,6 +96,15 @@ pub(crate) async fn route(
             Some(token) => Endpoint::Token(Dialect::Native, Some(token)),
             None => Endpoint::Mozilla(None),
         },
+        path if path == "/connect" || path.starts_with("/connect/") => {
+            if let Some(answer) = thunder::endpoint(req.method(), path, req.headers()) {
+                return answer;
+            }
+            match thunder::socket_path(path) {
+                Some(dialect) => Endpoint::Thunder(dialect),
+                None => return error(StatusCode::NOT_FOUND, "not_found", "No such endpoint."),
+            }
+        }
         _ => return error(StatusCode::NOT_FOUND, "not_found", "No such endpoint."),
     };
     let key = match websocket_key(&req) {
@@ -106,6 +116,22 @@ pub(crate) async fn route(
     }
     let auth = match endpoint {
         Endpoint::Mozilla(token) => mozilla(&edge, token).await,
+        Endpoint::Thunder(dialect) => edge
+            .reserve_handshake()
+            .map(|slot| {
+                let origin = req
+                    .headers()
+                    .get(header::ORIGIN)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let start = thunder::Start {
+                    dialect,
+                    origin,
+                    peer,
+                };
+                Auth::Thunder(slot, Box::new(start))
+            })
+            .ok_or_else(|| unavailable("This node is at its connection limit.")),
         Endpoint::Token(dialect, token) => {
             connection_token(&edge, &req, peer, dialect, token).await
         }
@@ -122,6 +148,8 @@ enum Endpoint {
     Mozilla(Option<String>),
     /// A connection token (JWT), for sockets of `Dialect`.
     Token(Dialect, Option<String>),
+    /// A Thunderpush socket (SockJS or raw), authenticated by its `CONNECT` command.
+    Thunder(Dialect),
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Answer {
@@ -265,18 +293,12 @@ async fn verify(edge: &EdgeState, token: &str) -> Result<Grant, Refusal> {
 
 /// `grant`, unless its user was logged out after the token was issued.
 async fn unrevoked(edge: &EdgeState, grant: Grant) -> Result<Grant, Refusal> {
-    match edge
-        .services
-        .stores
-        .revocations
-        .not_before(&grant.app, &grant.user)
-        .await
-    {
-        Ok(Some(not_before)) if grant.issued_us < not_before => Err(unauthorized(
+    match edge.is_revoked(&grant).await {
+        Ok(true) => Err(unauthorized(
             edge,
             "The token was revoked (the user was logged out).",
         )),
-        Ok(_) => Ok(grant),
+        Ok(false) => Ok(grant),
         Err(e) => {
             tracing::warn!(error = %e, "cannot check revocations");
             Err(unavailable("The store is unavailable; retry."))
@@ -286,14 +308,14 @@ async fn unrevoked(edge: &EdgeState, grant: Grant) -> Result<Grant, Refusal> {
 
 /// Origins compare as RFC 6454 serializations: scheme and host case-insensitively, no
 /// trailing slash.
-fn same_origin(presented: &str, bound: &str) -> bool {
+pub(crate) fn same_origin(presented: &str, bound: &str) -> bool {
     presented
         .trim_end_matches('/')
         .eq_ignore_ascii_case(bound.trim_end_matches('/'))
 }
 
 /// Addresses compare with IPv4-mapped IPv6 read as IPv4.
-fn same_ip(bound: IpAddr, peer: IpAddr) -> bool {
+pub(crate) fn same_ip(bound: IpAddr, peer: IpAddr) -> bool {
     let canonical = |ip: IpAddr| match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,

@@ -706,7 +706,9 @@ fn tell_resync(conn: &Conn, code: u16, resync: &Utf8Bytes) {
         Dialect::Native => {
             conn.offer(resync);
         }
-        Dialect::Mozilla | Dialect::VPush => conn.close(code),
+        Dialect::Mozilla | Dialect::VPush | Dialect::SockJs | Dialect::ThunderRaw => {
+            conn.close(code)
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 //! `connection`), keeps a local index of them by stream (`hub`), subscribes to every
 //! router (`subscriber`) and hands each delivery to the sockets of its stream in stream
 //! order, reads from the store by position whatever a stream here missed (`recovery`),
-//! counts its sockets into cluster-wide presence (`presence`), registers itself in the
+//! counts its sockets into cluster-wide presence (`presence`), serves Thunderpush's SockJS
+//! clients (`thunder`), registers itself in the
 //! store with a heartbeat so `/nodes/` can offer it, and on SIGTERM closes its sockets
 //! with 1001 before leaving. What clients publish goes through the API's service layer
 //! (`api::service`), so "persist, then publish" exists once.
@@ -18,7 +19,7 @@ use common::clock::now_us;
 use common::config::{Config, EdgeConfig, ms};
 use common::http::ServeOptions;
 use common::message::{Delivery, Event};
-use common::store::{NodeHeartbeat, NodeStatus};
+use common::store::{NodeHeartbeat, NodeStatus, StoreError};
 use common::stream::{Position, StreamKey};
 use common::token::mozilla_token_id;
 use tokio::net::TcpListener;
@@ -35,6 +36,7 @@ pub mod presence;
 pub mod recovery;
 pub mod session;
 pub mod subscriber;
+pub mod thunder;
 
 use frames::Rendered;
 use hub::{Hub, Live, QueueLimits};
@@ -182,6 +184,17 @@ impl EdgeState {
             }
             Live::ParkFull | Live::OtherEpoch => self.recovery.check_now(&key),
         }
+    }
+
+    /// Whether `grant`'s user was logged out after the token was issued.
+    pub async fn is_revoked(&self, grant: &common::jwt::Grant) -> Result<bool, StoreError> {
+        let not_before = self
+            .services
+            .stores
+            .revocations
+            .not_before(&grant.app, &grant.user)
+            .await?;
+        Ok(not_before.is_some_and(|nb| grant.issued_us < nb))
     }
 
     /// Removes a socket from the hub.

@@ -151,7 +151,8 @@ impl EdgeState {
     }
 
     /// Opens the session of a connection token's socket: follows its user's stream and
-    /// subscribes the exact channel names its token lists.
+    /// subscribes the exact channel names its token lists (a Thunderpush socket names its
+    /// channels with `SUBSCRIBE` instead).
     pub async fn open_token(
         &self,
         grant: Grant,
@@ -160,6 +161,7 @@ impl EdgeState {
         let listed: Vec<(ChannelName, StreamKey)> = grant
             .channels
             .iter()
+            .filter(|_| !dialect.is_thunderpush())
             .filter_map(|p| p.exact())
             .map(|c| {
                 let key = StreamKey::channel(&grant.app, &c);

@@ -5,10 +5,9 @@
 
 use common::clock::now_us;
 use common::ids::{AppId, ChannelName, UserId, new_message_id};
-use common::message::{ChannelMessage, Delivery, Origin};
+use common::message::{ChannelMessage, Delivery, JsonText, Origin};
 use common::store::{ChannelInfo, History, Idempotency, Publication};
 use common::stream::Position;
-use serde_json::Value;
 
 use super::{ServiceError, ServiceResult, Services, detached};
 
@@ -29,7 +28,7 @@ pub const MAX_CHANNEL_USERS: usize = 10_000;
 pub struct ChannelPublish {
     pub app: AppId,
     pub channel: ChannelName,
-    pub data: Value,
+    pub data: JsonText,
     pub replace_id: Option<String>,
     /// Seconds until the message expires (it leaves history then).
     pub ttl: Option<u64>,

@@ -4,8 +4,7 @@
 
 use common::clock::now_us;
 use common::ids::{AppId, UserId, new_message_id};
-use common::message::{Delivery, UserMessage};
-use serde_json::Value;
+use common::message::{Delivery, JsonText, UserMessage};
 
 use super::{ServiceResult, Services};
 
@@ -30,7 +29,7 @@ impl Services {
         &self,
         app: &AppId,
         user: &UserId,
-        data: Value,
+        data: JsonText,
     ) -> ServiceResult<u64> {
         let reached = self.user_connections(app, user).await?;
         let message = UserMessage {

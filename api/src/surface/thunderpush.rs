@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::ids::{AppId, ChannelName, UserId};
-use serde_json::Value;
+use common::message::JsonText;
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
@@ -91,10 +91,14 @@ impl Call {
         })
     }
 
-    /// The body as JSON (any value), or the original's 400.
-    fn json(&self) -> Result<Value, Failure> {
+    /// The body if it is JSON (any value), kept verbatim: subscribers get the posted text
+    /// itself as `payload`, as the original sends it. Else the original's 400.
+    fn json(&self) -> Result<JsonText, Failure> {
         match &self.body {
-            Ok(bytes) => serde_json::from_slice(bytes).map_err(|_| not_json()),
+            Ok(bytes) => std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|text| JsonText::parse(text).ok())
+                .ok_or_else(not_json),
             Err(BodyError::TooLarge { max, .. }) => Err(Failure::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("Request body is larger than {max} bytes."),

@@ -400,7 +400,8 @@ async fn publish(r: Request) -> Outcome {
     let data = body
         .value("data")
         .cloned()
-        .ok_or_else(|| ApiError::bad_request("data", "is required"))?;
+        .ok_or_else(|| ApiError::bad_request("data", "is required"))?
+        .into();
     let publish = ChannelPublish {
         app: caller.app.id.clone(),
         channel,
@@ -437,7 +438,7 @@ pub fn history_item(seq: u64, m: &ChannelMessage) -> Value {
         "id": m.id,
         "channel": m.channel,
         "seq": seq,
-        "data": m.data,
+        "data": m.data.value(),
         "createdAt": rfc3339(m.created_us),
     });
     if let Some(expires) = m.expires_us {

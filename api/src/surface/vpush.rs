@@ -206,13 +206,7 @@ async fn archive(call: Request) -> Outcome {
         .map_err(from_service)?;
     let messages: Vec<Value> = items
         .iter()
-        .map(|(_, m)| {
-            let text = match &m.data {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            json!({"message": text, "sentAt": rfc3339(m.created_us)})
-        })
+        .map(|(_, m)| json!({"message": m.data.as_message_text(), "sentAt": rfc3339(m.created_us)}))
         .collect();
     Ok(success(StatusCode::OK, json!({ "messages": messages })))
 }

@@ -467,18 +467,37 @@ async fn delete_queue(
     Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
 }
 
-/// `GET /nodes/`: healthy edges' socket URLs, least loaded first.
+/// `GET /nodes/`: healthy edges as `"host:port"`, least loaded first, as the original
+/// lists them; its client opens `ws://host:port/` and sends `token: T` first.
 async fn nodes(state: Arc<AppState>) -> Outcome {
     let edges = state
         .services
         .edges(MAX_NODES)
         .await
         .map_err(|e| service_error(e, None))?;
-    let urls: Vec<String> = edges
-        .into_iter()
-        .map(|e| format!("{}/socket", e.url))
-        .collect();
-    ok(json!({"nodes": urls}))
+    let nodes: Vec<String> = edges.iter().map(|e| host_port(&e.url)).collect();
+    ok(json!({"nodes": nodes}))
+}
+
+/// The `host:port` of an edge's public URL (`ws://host:port`), the port made explicit
+/// from the scheme when the URL leaves it out (80 for `ws`/`http`, 443 for `wss`/`https`).
+fn host_port(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("ws", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let has_port = match authority.rfind(']') {
+        Some(bracket) => authority[bracket..].contains(':'),
+        None => authority.contains(':'),
+    };
+    if has_port {
+        return authority.to_owned();
+    }
+    let port = if matches!(scheme, "wss" | "https") {
+        443
+    } else {
+        80
+    };
+    format!("{authority}:{port}")
 }
 
 /// Unmatched routes and other rejections, in the Mozilla error shape.
@@ -500,4 +519,18 @@ pub async fn rejection(rejection: Rejection) -> Result<Response, std::convert::I
         MozError::bad_request(Location::Body, "request", "Bad request.")
     };
     Ok(error.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn nodes_are_host_and_port() {
+        assert_eq!(host_port("ws://127.0.0.1:8888"), "127.0.0.1:8888");
+        assert_eq!(host_port("ws://edge.example/"), "edge.example:80");
+        assert_eq!(host_port("wss://edge.example/push"), "edge.example:443");
+        assert_eq!(host_port("ws://[::1]:9000"), "[::1]:9000");
+        assert_eq!(host_port("wss://[::1]"), "[::1]:443");
+    }
 }

@@ -14,7 +14,7 @@ fn message(app: &AppId, channel: &ChannelName, id: &str, created_us: i64) -> Cha
         id: id.into(),
         app: app.clone(),
         channel: channel.clone(),
-        data: serde_json::json!({"id": id}),
+        data: serde_json::json!({"id": id}).into(),
         created_us,
         expires_us: None,
         replace_id: None,

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{SqliteStore, limit_value, offset_value, to_u64};
 use crate::ids::{AppId, ChannelName};
-use crate::message::ChannelMessage;
+use crate::message::{ChannelMessage, JsonText};
 use crate::store::{ChannelInfo, Channels, History, Idempotency, Publication, StoreResult};
 use crate::stream::{Position, StreamKey, new_epoch};
 
@@ -33,7 +33,7 @@ pub(super) fn channel_message_from_row(row: &Row<'_>) -> rusqlite::Result<(Chann
         app: AppId::parse(row.get::<_, String>(1)?).map_err(|e| text(1, e.to_string()))?,
         channel: ChannelName::parse(row.get::<_, String>(2)?)
             .map_err(|e| text(2, e.to_string()))?,
-        data: serde_json::from_str(&data).map_err(|e| text(3, e.to_string()))?,
+        data: JsonText::stored(data),
         created_us: row.get(4)?,
         expires_us: row.get(5)?,
         replace_id: row.get(6)?,
@@ -138,7 +138,7 @@ fn append(
         m.channel.as_str(),
         offset,
         m.id,
-        m.data.to_string(),
+        m.data.text(),
         created_us,
         m.expires_us,
         keep_until,
