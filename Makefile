@@ -5,13 +5,15 @@
 CARGO ?= cargo
 PYTHON ?= python3
 VENV := .venv
+# The original Thunderpush server and browser client the compatibility tests compare with.
+REFERENCE := target/reference
 
-.PHONY: run test build venv bench clean
+.PHONY: run test build venv reference bench clean
 
 run: build venv
 	etc/run.sh
 
-test: venv
+test: venv reference
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 	$(CARGO) build --release --bins
@@ -25,6 +27,12 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: etc/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r etc/requirements.txt
+	touch $@
+
+reference: $(REFERENCE)/.installed
+
+$(REFERENCE)/.installed: e2e/thunderpush/setup.sh e2e/thunderpush/package-lock.json
+	PYTHON=$(PYTHON) e2e/thunderpush/setup.sh $(REFERENCE)
 	touch $@
 
 bench: build venv

@@ -21,6 +21,8 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod thunderpush;
+
 /// How long a cluster may take to become healthy on a loaded 2-core machine.
 pub const START_DEADLINE: Duration = Duration::from_secs(60);
 /// Default wait for an expected frame or state.

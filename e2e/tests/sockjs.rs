@@ -11,9 +11,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
-use e2e::{Cluster, DEADLINE, Ending, Options, Socket, eventually};
+use e2e::thunderpush::{SockJs, ThunderApi};
+use e2e::{Cluster, DEADLINE, Ending, Options, Socket};
 use serde_json::{Value, json};
 
 /// The dev app (trusts bare user ids) and its secret.
@@ -30,150 +29,11 @@ name = "admin"
 secret = "strict-secret-change-me"
 scopes = ["*:*"]
 "#;
-/// How long a socket is watched for a frame that must not come.
-const QUIET: Duration = Duration::from_millis(500);
 const LOGGED_OUT: &str = r#"c[9002,"Server closed the connection (intentionally)."]"#;
 
-/// What a SockJS socket received: messages of one `a[...]` frame, or a `c[...]` close.
-#[derive(Debug, PartialEq)]
-enum Frame {
-    Messages(Vec<Value>),
-    Close(String),
-}
-
-/// A SockJS client over the WebSocket transport, as sockjs-client opens it.
-struct SockJs {
-    socket: Socket,
-}
-
-impl SockJs {
-    /// Opens `/connect/<server>/<session>/websocket` and reads the `o` frame.
-    async fn open(cluster: &Cluster) -> SockJs {
-        let url = format!("{}/connect/123/a1b2c3d4/websocket", cluster.edge_url(0));
-        let mut socket = Socket::connect(&url).await;
-        assert_eq!(
-            socket.try_next_text(DEADLINE).await.as_deref(),
-            Some("o"),
-            "SockJS opens with `o`"
-        );
-        SockJs { socket }
-    }
-
-    /// Sends commands as one SockJS frame (a JSON array of strings).
-    async fn send(&mut self, commands: &[&str]) {
-        self.socket
-            .send_text(&serde_json::to_string(commands).unwrap())
-            .await;
-    }
-
-    /// The next `a[...]` or `c[...]` frame (heartbeats skipped), if one comes in `wait`.
-    async fn next(&mut self, wait: Duration) -> Option<Frame> {
-        loop {
-            let text = self.socket.try_next_text(wait).await?;
-            if text == "h" {
-                continue;
-            }
-            if let Some(array) = text.strip_prefix('a') {
-                return Some(Frame::Messages(serde_json::from_str(array).unwrap()));
-            }
-            assert!(text.starts_with("c["), "not a SockJS frame: {text}");
-            return Some(Frame::Close(text));
-        }
-    }
-
-    /// The next message, which must come alone in its frame.
-    async fn message(&mut self) -> Value {
-        match self.next(DEADLINE).await {
-            Some(Frame::Messages(mut messages)) if messages.len() == 1 => messages.remove(0),
-            other => panic!("expected one message, got {other:?}"),
-        }
-    }
-
-    /// Asserts nothing arrives for a while.
-    async fn quiet(&mut self) {
-        let got = self.next(QUIET).await;
-        assert!(got.is_none(), "unexpected {got:?}");
-    }
-
-    /// The `c[...]` frame, then the end of the WebSocket.
-    async fn closed(&mut self) -> String {
-        let close = match self.next(DEADLINE).await {
-            Some(Frame::Close(close)) => close,
-            other => panic!("expected c[...], got {other:?}"),
-        };
-        assert!(matches!(
-            self.socket.ending(DEADLINE).await,
-            Ending::Closed(_)
-        ));
-        close
-    }
-}
-
-/// The Thunderpush HTTP API of app `key` with `secret`.
-struct Api {
-    base: String,
-    key: &'static str,
-    secret: &'static str,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn new(cluster: &Cluster, key: &'static str, secret: &'static str) -> Api {
-        Api {
-            base: cluster.api_url(),
-            key,
-            secret,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<&str>) -> (u16, String) {
-        let url = format!("{}/api/1.0.0/{}/{path}", self.base, self.key);
-        let mut request = self
-            .http
-            .request(method, url)
-            .header("X-Thunder-Secret-Key", self.secret);
-        if let Some(body) = body {
-            request = request.body(body.to_owned());
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.text().await.unwrap())
-    }
-
-    async fn post(&self, path: &str, body: &str) -> Value {
-        let (status, text) = self.call(reqwest::Method::POST, path, Some(body)).await;
-        assert_eq!(status, 200, "{text}");
-        serde_json::from_str(&text).unwrap()
-    }
-
-    /// Polls `GET path` until it answers `expected`.
-    async fn until(&self, path: &str, expected: Value) {
-        eventually(&format!("GET {path} to be {expected}"), DEADLINE, || {
-            let expected = expected.clone();
-            async move {
-                let (status, text) = self.call(reqwest::Method::GET, path, None).await;
-                let body: Value = serde_json::from_str(&text).ok()?;
-                (status == 200 && body == expected).then_some(())
-            }
-        })
-        .await;
-    }
-
-    /// A Herald connection token of this app for `user`.
-    async fn token(&self, user: &str, channels: &[&str]) -> String {
-        let response = self
-            .http
-            .post(format!("{}/api/v1/tokens", self.base))
-            .bearer_auth(self.secret)
-            .json(&json!({"user": user, "channels": channels}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
-        let body: Value = response.json().await.unwrap();
-        body["token"].as_str().unwrap().to_owned()
-    }
+/// A SockJS socket on the cluster's first edge.
+async fn sockjs(cluster: &Cluster) -> SockJs {
+    SockJs::open(&format!("{}/connect", cluster.edge_url(0))).await
 }
 
 #[tokio::test]
@@ -246,12 +106,12 @@ async fn the_sockjs_endpoints_answer_as_sockjs_does() {
 #[tokio::test]
 async fn a_sockjs_client_connects_subscribes_receives_and_is_logged_out() {
     let cluster = Cluster::start(Options::default()).await;
-    let api = Api::new(&cluster, APP_KEY, SECRET);
-    let mut ua = SockJs::open(&cluster).await;
+    let api = ThunderApi::new(&cluster.api_url(), APP_KEY, SECRET);
+    let mut ua = sockjs(&cluster).await;
     // CONNECT and SUBSCRIBE in one frame, as a client may batch them.
     ua.send(&["CONNECT ua:dev-public", "SUBSCRIBE ch1:ch2"])
         .await;
-    let mut ub = SockJs::open(&cluster).await;
+    let mut ub = sockjs(&cluster).await;
     ub.send(&["CONNECT ub:dev-public"]).await;
     ub.send(&["SUBSCRIBE ch1"]).await;
 
@@ -329,26 +189,26 @@ async fn a_sockjs_client_connects_subscribes_receives_and_is_logged_out() {
 #[tokio::test]
 async fn commands_out_of_turn_close_with_the_originals_codes() {
     let cluster = Cluster::start(Options::default()).await;
-    let mut early = SockJs::open(&cluster).await;
+    let mut early = sockjs(&cluster).await;
     early.send(&["SUBSCRIBE ch1"]).await;
     assert_eq!(
         early.closed().await,
         r#"c[9001,"Subscribing before connecting."]"#
     );
-    let mut early = SockJs::open(&cluster).await;
+    let mut early = sockjs(&cluster).await;
     early.send(&["UNSUBSCRIBE ch1"]).await;
     assert_eq!(
         early.closed().await,
         r#"c[9001,"Subscribing before connecting."]"#
     );
 
-    let mut wrong = SockJs::open(&cluster).await;
+    let mut wrong = sockjs(&cluster).await;
     wrong.send(&["CONNECT ux:no-such-key"]).await;
     assert_eq!(wrong.closed().await, r#"c[9000,"Invalid API key."]"#);
 
     // A malformed CONNECT is ignored and the socket stays usable.
-    let api = Api::new(&cluster, APP_KEY, SECRET);
-    let mut patient = SockJs::open(&cluster).await;
+    let api = ThunderApi::new(&cluster.api_url(), APP_KEY, SECRET);
+    let mut patient = sockjs(&cluster).await;
     patient
         .send(&["CONNECT u1", "CONNECT a:b:c", "hello"])
         .await;
@@ -367,7 +227,7 @@ async fn commands_out_of_turn_close_with_the_originals_codes() {
 #[tokio::test]
 async fn the_raw_websocket_endpoint_takes_bare_commands() {
     let cluster = Cluster::start(Options::default()).await;
-    let api = Api::new(&cluster, APP_KEY, SECRET);
+    let api = ThunderApi::new(&cluster.api_url(), APP_KEY, SECRET);
     let mut raw = Socket::connect(&format!("{}/connect/websocket", cluster.edge_url(0))).await;
     raw.send_text("CONNECT ur:dev-public").await;
     raw.send_text("SUBSCRIBE live").await;
@@ -398,25 +258,29 @@ async fn without_trust_connect_needs_a_herald_token_for_the_user() {
         ..Options::default()
     })
     .await;
-    let api = Api::new(&cluster, "strict-public", "strict-secret-change-me");
+    let api = ThunderApi::new(
+        &cluster.api_url(),
+        "strict-public",
+        "strict-secret-change-me",
+    );
 
     // A bare user id is refused where the app does not trust them.
-    let mut bare = SockJs::open(&cluster).await;
+    let mut bare = sockjs(&cluster).await;
     bare.send(&["CONNECT mallory:strict-public"]).await;
     assert!(
         bare.closed().await.starts_with("c[1008,"),
         "a bare user id must be refused"
     );
     // A forged token too.
-    let mut forged = SockJs::open(&cluster).await;
+    let mut forged = sockjs(&cluster).await;
     forged
         .send(&["CONNECT eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln:strict-public"])
         .await;
     assert!(forged.closed().await.starts_with("c[1008,"));
     // A token of another app, presented with this app's key.
-    let dev = Api::new(&cluster, APP_KEY, SECRET);
+    let dev = ThunderApi::new(&cluster.api_url(), APP_KEY, SECRET);
     let foreign = dev.token("alice", &["*"]).await;
-    let mut other = SockJs::open(&cluster).await;
+    let mut other = sockjs(&cluster).await;
     other
         .send(&[&format!("CONNECT {foreign}:strict-public")])
         .await;
@@ -424,7 +288,7 @@ async fn without_trust_connect_needs_a_herald_token_for_the_user() {
 
     // A token of this app: the user is its `sub`; channels within its grant only.
     let token = api.token("alice", &["news", "sport*"]).await;
-    let mut alice = SockJs::open(&cluster).await;
+    let mut alice = sockjs(&cluster).await;
     alice
         .send(&[
             &format!("CONNECT {token}:strict-public"),
@@ -452,7 +316,7 @@ async fn without_trust_connect_needs_a_herald_token_for_the_user() {
     api.call(reqwest::Method::DELETE, "users/alice/", None)
         .await;
     assert_eq!(alice.closed().await, LOGGED_OUT);
-    let mut again = SockJs::open(&cluster).await;
+    let mut again = sockjs(&cluster).await;
     again
         .send(&[&format!("CONNECT {token}:strict-public")])
         .await;
