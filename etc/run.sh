@@ -43,13 +43,19 @@ if [ "$up" != yes ]; then
     echo "the cluster did not become healthy within 30 s; see var/log/*.log (still running; Ctrl-C stops it)" >&2
 fi
 
+if [ "$up" = yes ]; then
+    echo
+    echo "Herald is running (circus.ini, state in var/herald.db, logs in var/log/)."
+else
+    echo
+    echo "Herald is NOT healthy yet (circus.ini, state in var/herald.db, logs in var/log/)."
+fi
 cat <<'BANNER'
-
-Herald is running (circus.ini, state in var/herald.db, logs in var/log/).
 
   HTTP API          http://127.0.0.1:5001      2 herald-api processes, one shared socket
   WebSocket edge    ws://127.0.0.1:8888        2 herald-websockets processes, one shared socket
-                    (/ws native, /socket Mozilla, /push/socket VPush)
+                    (/ws native, / and /socket Mozilla, /push/socket VPush,
+                     /connect Thunderpush over SockJS)
   router            tcp://127.0.0.1:9988 (PULL) tcp://127.0.0.1:9989 (PUB), http://127.0.0.1:5004/health
   monitor           http://127.0.0.1:5003/     (/status for JSON)
   circusctl         .venv/bin/circusctl --endpoint tcp://127.0.0.1:5555 status
