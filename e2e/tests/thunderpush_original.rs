@@ -100,6 +100,13 @@ fn answer(step: &str, (status, text): (u16, String)) -> Value {
     json!({"step": step, "status": status, "body": body})
 }
 
+/// Messages of different streams (channels, the user's own), which arrive in publish
+/// order per stream only: sorted, to compare as a set.
+fn unordered(mut messages: Vec<Value>) -> Vec<Value> {
+    messages.sort_by_key(Value::to_string);
+    messages
+}
+
 /// The scripted sequence, recorded as a transcript of what a user of the server sees.
 /// Presence-dependent answers are polled until they settle (Herald's presence is written
 /// every 250 ms; the original's at once), then recorded. It keeps clear of the original's
@@ -161,9 +168,35 @@ async fn transcript(target: &Target) -> Vec<Value> {
         ));
     }
 
+    // A second socket of ua on ch1: a user is listed, and counted, once per socket.
+    let mut a2 = SockJs::open(&target.sockjs).await;
+    a2.send(&[&format!("CONNECT ua:{}", api.key), "SUBSCRIBE ch1"])
+        .await;
+    api.until("channels/ch1/", json!({"users": ["ua", "ua", "ub"]}))
+        .await;
+    for path in ["users/", "channels/ch1/"] {
+        let got = api.call(Method::GET, path, None).await;
+        out.push(answer(&format!("GET {path} with ua twice"), got));
+    }
+    let got = api.call(Method::POST, "users/ua/", Some("0")).await;
+    out.push(answer("POST users/ua/ with ua twice", got));
+    let got = api.call(Method::POST, "channels/ch1/", Some("1")).await;
+    out.push(answer("POST channels/ch1/ with ua twice", got));
+    let first = unordered(vec![a.message().await, a.message().await]);
+    let second = unordered(vec![a2.message().await, a2.message().await]);
+    out.push(json!({"step": "both of ua's sockets received", "messages": [first, second]}));
+    b.message().await;
+    drop(a2);
+    api.until("channels/ch1/", json!({"users": ["ua", "ub"]}))
+        .await;
+
     // Channel and user messages, and who receives them.
     let sends = [
         ("channels/ch1/", "{\"a\": 1,  \"s\":\"x\u{e9}\"}"),
+        (
+            "channels/ch1/",
+            "{\"e\": \"\\u00e9\", \"emoji\": \"\u{1F600}\", \"tag\": \"</script>\"}\n",
+        ),
         ("channels/ch2/", "[1, 2, {\"k\": null}]"),
         ("users/ua/", "{\"b\":2}"),
         ("users/ub/", "\"text\""),
@@ -176,16 +209,16 @@ async fn transcript(target: &Target) -> Vec<Value> {
         ));
     }
     let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
+    for _ in 0..4 {
         got_a.push(a.message().await);
     }
-    for _ in 0..2 {
+    for _ in 0..3 {
         got_b.push(b.message().await);
     }
     a.quiet().await;
     b.quiet().await;
-    out.push(json!({"step": "ua received", "messages": got_a}));
-    out.push(json!({"step": "ub received", "messages": got_b}));
+    out.push(json!({"step": "ua received", "messages": unordered(got_a)}));
+    out.push(json!({"step": "ub received", "messages": unordered(got_b)}));
 
     // UNSUBSCRIBE (ua is ch2's only subscriber).
     a.send(&["UNSUBSCRIBE ch2"]).await;

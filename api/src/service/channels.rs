@@ -275,7 +275,7 @@ impl Services {
         &self,
         app: &AppId,
         channel: &ChannelName,
-    ) -> ServiceResult<Vec<UserId>> {
+    ) -> ServiceResult<Vec<(UserId, u64)>> {
         Ok(self
             .stores
             .presence

@@ -254,7 +254,7 @@ async fn channel_post(request: Request) -> Outcome {
     Ok(count(reached))
 }
 
-/// `GET channels/{ch}/`: the users subscribed.
+/// `GET channels/{ch}/`: the users subscribed, each once per socket.
 async fn channel_users(request: Request) -> Outcome {
     let call = Call::authorized(request, "channels:read")?;
     let channel = call.channel()?;
@@ -263,9 +263,13 @@ async fn channel_users(request: Request) -> Outcome {
         .services
         .channel_users(&call.app, &channel)
         .await?;
+    // As the original: a user once per socket subscribed.
     let listed: Vec<String> = users
         .iter()
-        .map(|u| serde_json::to_string(u.as_str()).unwrap_or_default())
+        .flat_map(|(user, sockets)| {
+            let user = serde_json::to_string(user.as_str()).unwrap_or_default();
+            std::iter::repeat_n(user, *sockets as usize)
+        })
         .collect();
     Ok(reply(
         StatusCode::OK,

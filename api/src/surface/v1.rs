@@ -483,6 +483,7 @@ async fn channel_users(r: Request) -> Outcome {
         .services
         .channel_users(&caller.app.id, &channel)
         .await?;
+    let users: Vec<&UserId> = users.iter().map(|(user, _)| user).collect();
     ok(json!({ "users": users }))
 }
 

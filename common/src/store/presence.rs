@@ -37,14 +37,15 @@ pub trait Presence: Send + Sync + 'static {
     async fn users_online(&self, app: &AppId, alive: Alive) -> StoreResult<u64>;
     /// Sockets of `user` on alive nodes.
     async fn user_connections(&self, app: &AppId, user: &UserId, alive: Alive) -> StoreResult<u64>;
-    /// Distinct users subscribed to `channel` on alive nodes, sorted, at most `limit`.
+    /// Users subscribed to `channel` on alive nodes, sorted, at most `limit`, each with
+    /// how many of its sockets are (Thunderpush lists a user once per socket).
     async fn channel_users(
         &self,
         app: &AppId,
         channel: &ChannelName,
         alive: Alive,
         limit: usize,
-    ) -> StoreResult<Vec<UserId>>;
+    ) -> StoreResult<Vec<(UserId, u64)>>;
     /// Sockets subscribed to `channel` on alive nodes.
     async fn channel_connections(
         &self,

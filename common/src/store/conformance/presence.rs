@@ -24,8 +24,11 @@ fn count(app: &AppId, user: &str, channel: Option<&str>, connections: u64) -> Pr
     }
 }
 
-fn users(ids: &[&str]) -> Vec<UserId> {
-    ids.iter().map(|u| UserId::parse(*u).unwrap()).collect()
+/// `(user, sockets in the channel)` pairs.
+fn users(ids: &[(&str, u64)]) -> Vec<(UserId, u64)> {
+    ids.iter()
+        .map(|(u, n)| (UserId::parse(*u).unwrap(), *n))
+        .collect()
 }
 
 /// Runs every check (on an empty registry).
@@ -56,6 +59,7 @@ pub async fn run(s: &Stores) {
             count(&app, "u1", None, 1),
             count(&app, "u3", None, 1),
             count(&app, "u3", Some("lobby"), 1),
+            count(&app, "u1", Some("lobby"), 2),
         ],
     )
     .await
@@ -70,13 +74,14 @@ pub async fn run(s: &Stores) {
     );
     assert_eq!(
         p.channel_users(&app, &ch, alive, 10).await.unwrap(),
-        users(&["u1", "u3"])
+        users(&[("u1", 3), ("u3", 1)]),
+        "u1's sockets on p1 and p2 summed"
     );
     assert_eq!(
         p.channel_users(&app, &ch, alive, 1).await.unwrap(),
-        users(&["u1"])
+        users(&[("u1", 3)])
     );
-    assert_eq!(p.channel_connections(&app, &ch, alive).await.unwrap(), 2);
+    assert_eq!(p.channel_connections(&app, &ch, alive).await.unwrap(), 4);
 
     p.set_presence("p1", &[count(&app, "u2", None, 0)])
         .await
@@ -96,7 +101,7 @@ pub async fn run(s: &Stores) {
     assert_eq!(p.user_connections(&app, &u1, later).await.unwrap(), 2);
     assert_eq!(
         p.channel_users(&app, &ch, later, 10).await.unwrap(),
-        users(&["u1"])
+        users(&[("u1", 1)])
     );
 
     // A node the monitor marked down does not count either.

@@ -257,13 +257,14 @@ impl Presence for SqliteLive {
         channel: &ChannelName,
         alive: Alive,
         limit: usize,
-    ) -> StoreResult<Vec<UserId>> {
+    ) -> StoreResult<Vec<(UserId, u64)>> {
         let (app, channel) = (app.clone(), channel.clone());
         self.db
             .read(move |c| {
                 let sql = format!(
-                    "SELECT DISTINCT p.user_id FROM presence p {ALIVE}
-                     WHERE p.app = ? AND p.channel = ? ORDER BY p.user_id LIMIT ?"
+                    "SELECT p.user_id, SUM(p.connections) FROM presence p {ALIVE}
+                     WHERE p.app = ? AND p.channel = ?
+                     GROUP BY p.user_id ORDER BY p.user_id LIMIT ?"
                 );
                 let mut stmt = c.prepare_cached(&sql)?;
                 let rows = stmt.query_map(
@@ -273,11 +274,14 @@ impl Presence for SqliteLive {
                         channel.as_str(),
                         limit_value(limit)
                     ],
-                    |r| r.get::<_, String>(0),
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1).map(to_u64)?)),
                 )?;
                 // Ids were valid when written; skip anything that is not (never expected).
                 Ok(rows
-                    .filter_map(|r| r.ok().and_then(|id| UserId::parse(id).ok()))
+                    .filter_map(|r| {
+                        let (id, n) = r.ok()?;
+                        Some((UserId::parse(id).ok()?, n))
+                    })
                     .collect())
             })
             .await
