@@ -120,6 +120,33 @@ CREATE TABLE IF NOT EXISTS vpush_contexts (
     PRIMARY KEY (app, id)
 ) WITHOUT ROWID;
 
+-- Addressed messages (SPEC §4 Messages), one row per recipient, at `stream_offset` of the
+-- recipient's inbox stream 'i/<app>/<user>'. `kind` is 'text' (Socrate's `message`) or
+-- 'data' (JSON text in `body`). `status` leaves 'PENDING' once, for 'DELIVERED',
+-- 'CANCELLED' or 'EXPIRED', with the matching time set.
+CREATE TABLE IF NOT EXISTS messages (
+    app               TEXT NOT NULL,
+    id                TEXT NOT NULL,
+    recipient         TEXT NOT NULL,
+    stream_offset     INTEGER NOT NULL,
+    foreign_id        TEXT,
+    kind              TEXT NOT NULL,
+    body              TEXT NOT NULL,
+    topic             TEXT,
+    status            TEXT NOT NULL,
+    created_us        INTEGER NOT NULL,
+    expires_us        INTEGER,
+    delivered_us      INTEGER,
+    cancelled_us      INTEGER,
+    expired_us        INTEGER,
+    global_message_id TEXT,
+    PRIMARY KEY (app, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (app, recipient, stream_offset);
+CREATE INDEX IF NOT EXISTS messages_newest_first ON messages (app, created_us, id);
+CREATE INDEX IF NOT EXISTS messages_pending_expiry ON messages (expires_us)
+    WHERE status = 'PENDING' AND expires_us IS NOT NULL;
+
 -- Force logout (SPEC §4): connection tokens of the user issued before not_before_us are
 -- refused.
 CREATE TABLE IF NOT EXISTS revocations (

@@ -50,6 +50,11 @@ impl StreamKey {
         StreamKey(format!("u/{app}/{user}"))
     }
 
+    /// A user's inbox: the positions of the addressed messages to them.
+    pub fn inbox(app: &AppId, user: &UserId) -> StreamKey {
+        StreamKey(format!("i/{app}/{user}"))
+    }
+
     /// Parses what the key names; `None` for a key of an unknown kind (e.g. from a newer
     /// process in a mixed-version cluster).
     pub fn kind(&self) -> Option<StreamKind<'_>> {

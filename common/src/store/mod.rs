@@ -1,7 +1,8 @@
 //! Everything Herald keeps, behind one async trait per concern (DESIGN.md §3), so that
 //! processes never depend on a backend and a second backend (Redis) can land beside the
 //! first: `Queues` (Mozilla tokens, queues, messages), `Streams` (positions and replay of
-//! any resumable stream), `Channels` (history, idempotency), `Contexts` (VPush),
+//! any resumable stream), `Channels` (history, idempotency), `Messages` (addressed
+//! messages and their status), `Contexts` (VPush),
 //! `Revocations` (force logout), `Nodes` (the edge registry) and `Presence` (who is
 //! connected).
 //!
@@ -22,6 +23,7 @@ pub mod channels;
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod contexts;
+pub mod messages;
 pub mod nodes;
 pub mod presence;
 pub mod queues;
@@ -31,6 +33,9 @@ pub mod streams;
 
 pub use channels::{ChannelInfo, Channels, History, Idempotency, Publication};
 pub use contexts::{Context, Contexts};
+pub use messages::{
+    AddressedMessage, ListCursor, MessageBody, MessageFilter, MessageStatus, Messages, Transition,
+};
 pub use nodes::{NodeHeartbeat, NodeRecord, NodeStatus, Nodes};
 pub use presence::{Alive, Presence, PresenceCount};
 pub use queues::{After, Appended, Queue, QueueScope, Queues};
@@ -62,6 +67,7 @@ pub struct Stores {
     pub queues: Arc<dyn Queues>,
     pub streams: Arc<dyn Streams>,
     pub channels: Arc<dyn Channels>,
+    pub messages: Arc<dyn Messages>,
     pub contexts: Arc<dyn Contexts>,
     pub revocations: Arc<dyn Revocations>,
     pub nodes: Arc<dyn Nodes>,
@@ -98,6 +104,7 @@ pub async fn open(config: &StoreConfig) -> anyhow::Result<Stores> {
                 queues: durable.clone(),
                 streams: durable.clone(),
                 channels: durable.clone(),
+                messages: durable.clone(),
                 contexts: durable.clone(),
                 revocations: durable.clone(),
                 nodes: live.clone(),

@@ -6,6 +6,7 @@ use super::Stores;
 
 mod channels;
 mod contexts;
+mod messages;
 mod nodes;
 mod presence;
 mod queues;
@@ -16,6 +17,7 @@ pub async fn run_all(stores: Stores) {
     stores.probe().await.expect("probe");
     queues::run(&stores).await;
     channels::run(&stores).await;
+    messages::run(&stores).await;
     contexts::run(&stores).await;
     revocations::run(&stores).await;
     nodes::run(&stores).await;

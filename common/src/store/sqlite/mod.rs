@@ -34,6 +34,7 @@ use crate::config::{StoreConfig, ms};
 mod channels;
 mod contexts;
 mod live;
+mod messages;
 mod queues;
 mod revocations;
 mod streams;

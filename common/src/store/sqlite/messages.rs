@@ -1,0 +1,285 @@
+//! The `Messages` concern on SQLite: one `messages` row per recipient at its offset of the
+//! recipient's inbox stream (`i/<app>/<user>` in `streams`), status transitions as one
+//! conditional `UPDATE … WHERE status = 'PENDING'` (so a transition happens once however
+//! many writers race), and keyset listing newest first.
+
+use async_trait::async_trait;
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+
+use super::{SqliteStore, limit_value, offset_value, to_u64};
+use crate::ids::{AppId, UserId};
+use crate::message::JsonText;
+use crate::store::{
+    AddressedMessage, ListCursor, MessageBody, MessageFilter, MessageStatus, Messages, StoreResult,
+    Transition,
+};
+use crate::stream::{Position, StreamKey, new_epoch};
+
+/// The columns `message_from_row` reads.
+const COLUMNS: &str = "id, app, recipient, foreign_id, kind, body, topic, status, created_us, \
+     expires_us, delivered_us, cancelled_us, expired_us, global_message_id, stream_offset";
+
+fn conversion(i: usize, e: impl ToString) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.to_string().into())
+}
+
+/// A row (`COLUMNS`) and its inbox offset.
+fn message_from_row(row: &Row<'_>) -> rusqlite::Result<(u64, AddressedMessage)> {
+    let kind: String = row.get(4)?;
+    let body: String = row.get(5)?;
+    let status: String = row.get(7)?;
+    let message = AddressedMessage {
+        id: row.get(0)?,
+        app: AppId::parse(row.get::<_, String>(1)?).map_err(|e| conversion(1, e))?,
+        recipient: UserId::parse(row.get::<_, String>(2)?).map_err(|e| conversion(2, e))?,
+        foreign_id: row.get(3)?,
+        body: match kind.as_str() {
+            "data" => MessageBody::Data(JsonText::stored(body)),
+            _ => MessageBody::Text(body),
+        },
+        topic: row.get(6)?,
+        status: MessageStatus::parse(&status).ok_or_else(|| conversion(7, status))?,
+        created_us: row.get(8)?,
+        expires_us: row.get(9)?,
+        delivered_us: row.get(10)?,
+        cancelled_us: row.get(11)?,
+        expired_us: row.get(12)?,
+        global_message_id: row.get(13)?,
+    };
+    Ok((to_u64(row.get(14)?), message))
+}
+
+fn by_id(c: &Connection, app: &str, id: &str) -> rusqlite::Result<Option<AddressedMessage>> {
+    c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM messages WHERE app = ? AND id = ?"
+    ))?
+    .query_row([app, id], message_from_row)
+    .optional()
+    .map(|m| m.map(|(_, m)| m))
+}
+
+/// The next position of `stream` (created on first use), and a creation time later than
+/// the stream's latest.
+fn next_position(
+    c: &Connection,
+    stream: &StreamKey,
+    created_us: i64,
+) -> rusqlite::Result<(Position, i64)> {
+    c.prepare_cached("INSERT INTO streams (stream, epoch) VALUES (?, ?) ON CONFLICT DO NOTHING")?
+        .execute(params![stream.as_str(), new_epoch()])?;
+    c.prepare_cached(
+        "UPDATE streams SET head = head + 1, last_us = MAX(last_us + 1, ?)
+         WHERE stream = ? RETURNING epoch, head, last_us",
+    )?
+    .query_row(params![created_us, stream.as_str()], |r| {
+        Ok((
+            Position {
+                epoch: r.get(0)?,
+                offset: to_u64(r.get(1)?),
+            },
+            r.get(2)?,
+        ))
+    })
+}
+
+fn insert(c: &Connection, m: &AddressedMessage) -> rusqlite::Result<Position> {
+    let stream = StreamKey::inbox(&m.app, &m.recipient);
+    let (position, _) = next_position(c, &stream, m.created_us)?;
+    let (kind, body) = match &m.body {
+        MessageBody::Text(text) => ("text", text.as_str()),
+        MessageBody::Data(data) => ("data", data.text()),
+    };
+    c.prepare_cached(
+        "INSERT INTO messages (app, id, recipient, stream_offset, foreign_id, kind, body, topic,
+           status, created_us, expires_us, global_message_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?, ?, ?)",
+    )?
+    .execute(params![
+        m.app.as_str(),
+        m.id,
+        m.recipient.as_str(),
+        offset_value(position.offset),
+        m.foreign_id,
+        kind,
+        body,
+        m.topic,
+        m.created_us,
+        m.expires_us,
+        m.global_message_id,
+    ])?;
+    Ok(position)
+}
+
+/// The `WHERE` clause and parameters of `filter` (after `app = ?`), and of the cursor.
+fn listing(
+    app: &AppId,
+    filter: &MessageFilter,
+    cursor: Option<&ListCursor>,
+    limit: usize,
+) -> (String, Vec<Value>) {
+    let mut sql = format!("SELECT {COLUMNS} FROM messages WHERE app = ?");
+    let mut values = vec![Value::Text(app.as_str().to_owned())];
+    let mut and = |clause: &str, value: Value| {
+        sql.push_str(" AND ");
+        sql.push_str(clause);
+        values.push(value);
+    };
+    if let Some(recipient) = &filter.recipient {
+        and("recipient = ?", Value::Text(recipient.as_str().to_owned()));
+    }
+    if let Some(topic) = &filter.topic {
+        and("topic = ?", Value::Text(topic.clone()));
+    }
+    if let Some(status) = filter.status {
+        and("status = ?", Value::Text(status.as_str().to_owned()));
+    }
+    if let Some(global) = &filter.global_message_id {
+        and("global_message_id = ?", Value::Text(global.clone()));
+    }
+    if let Some(from) = filter.created.0 {
+        and("created_us >= ?", Value::Integer(from));
+    }
+    if let Some(to) = filter.created.1 {
+        and("created_us <= ?", Value::Integer(to));
+    }
+    if let Some(from) = filter.expires.0 {
+        and("expires_us >= ?", Value::Integer(from));
+    }
+    if let Some(to) = filter.expires.1 {
+        and("expires_us <= ?", Value::Integer(to));
+    }
+    if let Some(cursor) = cursor {
+        and(
+            "(created_us < ? OR (created_us = ? AND id < ?))",
+            Value::Integer(cursor.created_us),
+        );
+        values.push(Value::Integer(cursor.created_us));
+        values.push(Value::Text(cursor.id.clone()));
+    }
+    sql.push_str(" ORDER BY created_us DESC, id DESC LIMIT ?");
+    values.push(limit_value(limit));
+    (sql, values)
+}
+
+#[async_trait]
+impl Messages for SqliteStore {
+    async fn create_messages(&self, messages: &[AddressedMessage]) -> StoreResult<Vec<Position>> {
+        let messages = messages.to_vec();
+        self.write(move |c| messages.iter().map(|m| insert(c, m)).collect())
+            .await
+    }
+
+    async fn addressed_message(
+        &self,
+        app: &AppId,
+        id: &str,
+    ) -> StoreResult<Option<AddressedMessage>> {
+        let (app, id) = (app.clone(), id.to_owned());
+        self.read(move |c| by_id(c, app.as_str(), &id)).await
+    }
+
+    async fn transition_message(
+        &self,
+        app: &AppId,
+        id: &str,
+        to: MessageStatus,
+        at_us: i64,
+    ) -> StoreResult<Option<Transition>> {
+        let (app, id) = (app.clone(), id.to_owned());
+        self.write(move |c| {
+            let column = match to {
+                MessageStatus::Pending => {
+                    return Ok(by_id(c, app.as_str(), &id)?.map(Transition::Refused));
+                }
+                MessageStatus::Delivered => "delivered_us",
+                MessageStatus::Cancelled => "cancelled_us",
+                MessageStatus::Expired => "expired_us",
+            };
+            let unexpired = if to == MessageStatus::Delivered {
+                " AND (expires_us IS NULL OR expires_us > ?4)"
+            } else {
+                ""
+            };
+            let changed = c
+                .prepare_cached(&format!(
+                    "UPDATE messages SET status = ?1, {column} = ?4
+                     WHERE app = ?2 AND id = ?3 AND status = 'PENDING'{unexpired}"
+                ))?
+                .execute(params![to.as_str(), app.as_str(), id, at_us])?;
+            Ok(by_id(c, app.as_str(), &id)?.map(|m| {
+                if changed == 1 {
+                    Transition::Done(m)
+                } else {
+                    Transition::Refused(m)
+                }
+            }))
+        })
+        .await
+    }
+
+    async fn pending_messages(
+        &self,
+        app: &AppId,
+        recipient: &UserId,
+        after: u64,
+        limit: usize,
+        now_us: i64,
+    ) -> StoreResult<Vec<(u64, AddressedMessage)>> {
+        let (app, recipient) = (app.clone(), recipient.clone());
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM messages
+                 WHERE app = ? AND recipient = ? AND stream_offset > ? AND status = 'PENDING'
+                   AND (expires_us IS NULL OR expires_us > ?)
+                 ORDER BY stream_offset LIMIT ?"
+            ))?;
+            let rows = stmt.query_map(
+                params![
+                    app.as_str(),
+                    recipient.as_str(),
+                    offset_value(after),
+                    now_us,
+                    limit_value(limit)
+                ],
+                message_from_row,
+            )?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn list_messages(
+        &self,
+        app: &AppId,
+        filter: &MessageFilter,
+        cursor: Option<&ListCursor>,
+        limit: usize,
+    ) -> StoreResult<Vec<AddressedMessage>> {
+        let (sql, values) = listing(app, filter, cursor, limit);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params_from_iter(values), message_from_row)?;
+            rows.map(|r| r.map(|(_, m)| m)).collect()
+        })
+        .await
+    }
+
+    async fn expire_messages(
+        &self,
+        now_us: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<AddressedMessage>> {
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "UPDATE messages SET status = 'EXPIRED', expired_us = ?1
+                 WHERE (app, id) IN (SELECT app, id FROM messages
+                                     WHERE status = 'PENDING' AND expires_us <= ?1 LIMIT ?2)
+                 RETURNING {COLUMNS}"
+            ))?;
+            let rows = stmt.query_map(params![now_us, limit_value(limit)], message_from_row)?;
+            rows.map(|r| r.map(|(_, m)| m)).collect()
+        })
+        .await
+    }
+}
