@@ -182,6 +182,10 @@ pub enum Event {
     ChannelMessage { message: ChannelMessage },
     /// An ephemeral message to one user's sockets.
     UserMessage { message: UserMessage },
+    /// An addressed message with a status, at its position of the recipient's inbox.
+    AddressedMessage {
+        message: crate::store::AddressedMessage,
+    },
     /// Force logout: close the user's sockets whose tokens were issued before `before_us`
     /// (close 4003).
     Logout {
@@ -218,6 +222,16 @@ impl Delivery {
             stream: StreamKey::user(&message.app, &message.user),
             position: None,
             event: Event::UserMessage { message },
+            origin: None,
+        }
+    }
+
+    /// An addressed message at `position` of its recipient's inbox stream.
+    pub fn addressed(message: crate::store::AddressedMessage, position: Position) -> Delivery {
+        Delivery {
+            stream: StreamKey::inbox(&message.app, &message.recipient),
+            position: Some(position),
+            event: Event::AddressedMessage { message },
             origin: None,
         }
     }

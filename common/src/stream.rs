@@ -32,6 +32,8 @@ pub enum StreamKind<'a> {
     Channel { app: &'a str, channel: &'a str },
     /// A user of an app (the user id may contain `/`).
     User { app: &'a str, user: &'a str },
+    /// A user's inbox of addressed messages.
+    Inbox { app: &'a str, user: &'a str },
 }
 
 impl StreamKey {
@@ -67,6 +69,7 @@ impl StreamKey {
             "t" if !rest.is_empty() => Some(StreamKind::MozillaToken(rest)),
             "c" => pair().map(|(app, channel)| StreamKind::Channel { app, channel }),
             "u" => pair().map(|(app, user)| StreamKind::User { app, user }),
+            "i" => pair().map(|(app, user)| StreamKind::Inbox { app, user }),
             _ => None,
         }
     }

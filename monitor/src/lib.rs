@@ -4,7 +4,8 @@
 //! heartbeat is fresh, records the result in the store — `failures_before_down`
 //! consecutive failures mark the edge down, so `GET /nodes/` stops offering it, and one
 //! good check brings it back — deletes rows (and presence) of edges silent for
-//! `prune_after_ms`, and deletes expired channel history and idempotency keys.
+//! `prune_after_ms`, deletes expired channel history and idempotency keys, and moves
+//! addressed messages past their expiry from `PENDING` to `EXPIRED`.
 //! It serves the last round as `/status` (JSON), `/` (a small HTML page), `/health` and
 //! `/metrics`.
 
@@ -200,7 +201,11 @@ async fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     tokio::fs::rename(&partial, path).await
 }
 
-/// One round: prune, check every live URL once, record, publish the snapshot.
+/// Addressed messages expired per store call, and calls per round at most.
+const EXPIRY_BATCH: usize = 1_000;
+const EXPIRY_BATCHES: usize = 10;
+
+/// One round: prune, expire, check every live URL once, record, publish the snapshot.
 async fn round(state: &MonitorState) {
     let now = now_us();
     let prune_before =
@@ -212,6 +217,28 @@ async fn round(state: &MonitorState) {
         Ok(0) => {}
         Ok(pruned) => tracing::debug!(pruned, "pruned expired history and idempotency keys"),
         Err(e) => tracing::warn!(error = %e, "cannot prune channel history"),
+    }
+    // Addressed messages past their expiry leave PENDING for EXPIRED (in bounded batches;
+    // the edges never deliver them meanwhile).
+    for _ in 0..EXPIRY_BATCHES {
+        match state
+            .store
+            .messages
+            .expire_messages(now, EXPIRY_BATCH)
+            .await
+        {
+            Ok(expired) if expired.len() == EXPIRY_BATCH => continue,
+            Ok(expired) => {
+                if !expired.is_empty() {
+                    tracing::debug!(expired = expired.len(), "expired addressed messages");
+                }
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot expire addressed messages");
+                break;
+            }
+        }
     }
     let nodes = match state.store.nodes.nodes().await {
         Ok(nodes) => nodes,

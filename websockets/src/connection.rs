@@ -119,14 +119,16 @@ pub async fn serve(edge: Arc<EdgeState>, mut ws: Socket, auth: Auth) {
         }
     };
     let dialect = session.dialect;
-    let closing = match session.welcome(&edge) {
-        Some(welcome) => {
-            match bounded(&session, WRITE_TIMEOUT, ws.send(Message::Text(welcome))).await {
-                Ok(()) => pump(&edge, &mut ws, &mut session, frames).await,
-                Err(end) => end,
-            }
-        }
-        None => pump(&edge, &mut ws, &mut session, frames).await,
+    let welcomed = match session.welcome(&edge) {
+        Some(welcome) => bounded(&session, WRITE_TIMEOUT, ws.send(Message::Text(welcome))).await,
+        None => Ok(()),
+    };
+    let closing = match welcomed {
+        Ok(()) => match Box::pin(send_pending(&edge, &mut ws, &session)).await {
+            Ok(()) => pump(&edge, &mut ws, &mut session, frames).await,
+            Err(end) => end,
+        },
+        Err(end) => end,
     };
     session.close(&edge);
     if let Some(closing) = closing {
@@ -135,6 +137,41 @@ pub async fn serve(edge: Arc<EdgeState>, mut ws: Socket, auth: Auth) {
         }
         close(&mut ws, dialect, closing).await;
     }
+}
+
+/// Writes the user's `PENDING` addressed messages up to the inbox head the socket joined
+/// at (oldest first, settled as delivered), before anything live. A store failure leaves
+/// them `PENDING` for the next connection.
+async fn send_pending(
+    edge: &EdgeState,
+    ws: &mut Socket,
+    session: &Session,
+) -> Result<(), WriteEnd> {
+    let Some(head) = &session.inbox_head else {
+        return Ok(());
+    };
+    let pending = match crate::inbox::pending(edge, session, head).await {
+        Ok(pending) => pending,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read pending messages");
+            return Ok(());
+        }
+    };
+    for rendered in pending {
+        if let Some(frame) = rendered.frame(session.dialect) {
+            bounded(
+                session,
+                WRITE_TIMEOUT,
+                ws.send(Message::Text(frame.clone())),
+            )
+            .await?;
+            edge.metrics
+                .deliveries
+                .with_label_values(&["pending"])
+                .inc();
+        }
+    }
+    Ok(())
 }
 
 /// Waits for `token: T` as the first text frame, checks T against the store and opens the

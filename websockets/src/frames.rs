@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 
 use common::clock::rfc3339;
 use common::message::{Delivery, Event};
+use common::store::MessageBody;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -50,9 +51,20 @@ pub struct Rendered {
     vpush: OnceLock<Option<Utf8Bytes>>,
     sockjs: OnceLock<Option<Utf8Bytes>>,
     thunder_raw: OnceLock<Option<Utf8Bytes>>,
+    /// An entry of its stream that no socket gets (an addressed message cancelled or
+    /// expired before it reached this edge): it only moves the stream's cursor on.
+    withheld: bool,
 }
 
 impl Rendered {
+    /// `delivery` as an entry no socket receives (see `withheld`).
+    pub fn withheld(delivery: Delivery, api_base: &str) -> Rendered {
+        Rendered {
+            withheld: true,
+            ..Rendered::new(delivery, None, api_base)
+        }
+    }
+
     pub fn new(delivery: Delivery, skip: Option<u64>, api_base: &str) -> Rendered {
         Rendered {
             delivery,
@@ -63,11 +75,15 @@ impl Rendered {
             vpush: OnceLock::new(),
             sockjs: OnceLock::new(),
             thunder_raw: OnceLock::new(),
+            withheld: false,
         }
     }
 
     /// The frame for `dialect`; `None` when the dialect has no frame for this delivery.
     pub fn frame(&self, dialect: Dialect) -> Option<&Utf8Bytes> {
+        if self.withheld {
+            return None;
+        }
         let (cell, render): (_, fn(&Rendered) -> Option<String>) = match dialect {
             Dialect::Native => (&self.native, |r| native_frame(&r.delivery)),
             Dialect::Mozilla => (&self.mozilla, |r| r.delivery.mozilla_frame(&r.api_base)),
@@ -107,30 +123,65 @@ fn native_frame(delivery: &Delivery) -> Option<String> {
             "data": message.data.value(),
             "createdAt": rfc3339(message.created_us),
         }),
+        Event::AddressedMessage { message } => {
+            let data = match &message.body {
+                MessageBody::Text(text) => Value::String(text.clone()),
+                MessageBody::Data(data) => data.value(),
+            };
+            let mut frame = json!({
+                "type": "message",
+                "id": message.id,
+                "data": data,
+                "createdAt": rfc3339(message.created_us),
+            });
+            if let Some(topic) = &message.topic {
+                frame["topic"] = json!(topic);
+            }
+            if let Some(expires) = message.expires_us {
+                frame["expiresAt"] = json!(rfc3339(expires));
+            }
+            frame
+        }
         Event::QueueMessage { .. } | Event::Logout { .. } => return None,
     };
     Some(frame.to_string())
 }
 
+/// An addressed message's content as text: Socrate's `message` as it is, `data` as its
+/// JSON text.
+fn addressed_text(body: &MessageBody) -> String {
+    match body {
+        MessageBody::Text(text) => text.clone(),
+        MessageBody::Data(data) => data.text().to_owned(),
+    }
+}
+
 /// `{"message": "<text>"}`: a string as it is, any other JSON value as its text.
 fn vpush_frame(delivery: &Delivery) -> Option<String> {
-    let data = match &delivery.event {
-        Event::ChannelMessage { message } => &message.data,
-        Event::UserMessage { message } => &message.data,
+    let text = match &delivery.event {
+        Event::ChannelMessage { message } => message.data.as_message_text(),
+        Event::UserMessage { message } => message.data.as_message_text(),
+        Event::AddressedMessage { message } => match &message.body {
+            MessageBody::Data(data) => data.as_message_text(),
+            text => addressed_text(text),
+        },
         Event::QueueMessage { .. } | Event::Logout { .. } => return None,
     };
-    Some(json!({ "message": data.as_message_text() }).to_string())
+    Some(json!({ "message": text }).to_string())
 }
 
 /// Thunderpush's message, as the original sends it: `{"payload": "<the published JSON
 /// text, verbatim>", "channel": "<ch>"}`, without `channel` for a user message.
 fn thunder_message(delivery: &Delivery) -> Option<String> {
-    let (data, channel) = match &delivery.event {
-        Event::ChannelMessage { message } => (&message.data, Some(&message.channel)),
-        Event::UserMessage { message } => (&message.data, None),
+    let (text, channel) = match &delivery.event {
+        Event::ChannelMessage { message } => {
+            (message.data.text().to_owned(), Some(&message.channel))
+        }
+        Event::UserMessage { message } => (message.data.text().to_owned(), None),
+        Event::AddressedMessage { message } => (addressed_text(&message.body), None),
         Event::QueueMessage { .. } | Event::Logout { .. } => return None,
     };
-    let payload = serde_json::to_string(data.text()).ok()?;
+    let payload = serde_json::to_string(&text).ok()?;
     Some(match channel {
         Some(channel) => {
             let channel = serde_json::to_string(channel.as_str()).ok()?;

@@ -31,6 +31,7 @@ pub mod connection;
 pub mod frames;
 mod handshake;
 pub mod hub;
+pub mod inbox;
 pub mod metrics;
 pub mod presence;
 pub mod recovery;
@@ -79,6 +80,8 @@ pub struct EdgeState {
     /// Upgraded sockets still waiting for their legacy `token:` frame; they count against
     /// `max_connections` with the registered ones.
     pending_handshakes: AtomicUsize,
+    /// Live addressed messages on their way to being settled (`inbox`).
+    pub inbox: inbox::Inbox,
 }
 
 /// A legacy handshake in progress; releases its slot when dropped.
@@ -159,7 +162,21 @@ impl EdgeState {
             tracing::debug!(closed, "force logout");
             return;
         }
-        let outcome = self.hub.offer_live(self.render(delivery));
+        if let Event::AddressedMessage { .. } = &delivery.event {
+            // Settled (PENDING → DELIVERED) before any socket gets it; if the queue is
+            // full, recovery reads it from the store.
+            if !self.inbox.offer(delivery, origin_us) {
+                self.recovery.check_now(&key);
+            }
+            return;
+        }
+        self.offer_live(self.render(delivery), origin_us, now_us);
+    }
+
+    /// Hands a rendered live entry to its stream's sockets (see `deliver_live`).
+    pub fn offer_live(&self, rendered: Arc<Rendered>, origin_us: i64, now_us: i64) {
+        let key = rendered.delivery.stream.clone();
+        let outcome = self.hub.offer_live(rendered);
         self.metrics
             .live
             .with_label_values(&[outcome.label()])
@@ -272,6 +289,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Edge> {
         started_us,
         draining: CancellationToken::new(),
         pending_handshakes: AtomicUsize::new(0),
+        inbox: inbox::Inbox::default(),
         config: e.clone(),
     };
     Ok(Edge {
@@ -341,6 +359,7 @@ impl Edge {
             ));
         }
         background.spawn(recovery::run(edge.clone(), shutdown.clone()));
+        background.spawn(inbox::run(edge.clone(), shutdown.clone()));
         background.spawn(register(edge.clone(), shutdown.clone()));
         background.spawn(presence::run(
             edge.clone(),

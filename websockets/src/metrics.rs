@@ -16,6 +16,7 @@ pub struct EdgeMetrics {
     pub resubscribes: IntCounter,
     pub recoveries: IntCounterVec,
     pub recovered: IntCounter,
+    pub withheld: IntCounter,
     pub recovery_streams: IntCounterVec,
     pub invalid_envelopes: IntCounter,
     pub bad_frames: IntCounter,
@@ -65,6 +66,10 @@ impl EdgeMetrics {
             recovered: m.counter(
                 "recovered_deliveries_total",
                 "Frames queued to sockets from entries recovery read from the store.",
+            ),
+            withheld: m.counter(
+                "withheld_messages_total",
+                "Addressed messages not handed to sockets: cancelled or expired before they reached this edge.",
             ),
             recovery_streams: m.counter_vec(
                 "recovery_streams_total",

@@ -362,10 +362,9 @@ async fn catch_up(
             break;
         }
         let full = page.len() == PAGE;
-        let frames: Vec<_> = page
-            .into_iter()
-            .map(|d| (d.offset(), edge.render(d)))
-            .collect();
+        let offsets: Vec<u64> = page.iter().map(Delivery::offset).collect();
+        // Addressed messages are settled (PENDING → DELIVERED) first, as live ones are.
+        let frames: Vec<_> = offsets.into_iter().zip(edge.settle(page).await?).collect();
         let fanout = edge.hub.replay(key, &head.epoch, frames);
         edge.metrics.recovered.inc_by(fanout.queued as u64);
         edge.metrics

@@ -36,6 +36,10 @@ pub struct Session {
     pub identity: Identity,
     /// Channels subscribed to, with their stream keys.
     pub channels: HashMap<ChannelName, StreamKey>,
+    /// For a connection token's socket: the position of its user's inbox when the socket
+    /// joined it (`None` while the inbox has no messages yet); the `PENDING` messages up to
+    /// it are the socket's to fetch (`inbox::pending`), later ones arrive live.
+    pub inbox_head: Option<Position>,
 }
 
 /// Why a session could not open.
@@ -146,6 +150,7 @@ impl EdgeState {
             dialect: Dialect::Mozilla,
             identity: Identity::Mozilla,
             channels: HashMap::new(),
+            inbox_head: None,
         };
         Ok((session, frames))
     }
@@ -168,7 +173,12 @@ impl EdgeState {
                 (c, key)
             })
             .collect();
-        let keys: Vec<StreamKey> = listed.iter().map(|(_, k)| k.clone()).collect();
+        let inbox = StreamKey::inbox(&grant.app, &grant.user);
+        let keys: Vec<StreamKey> = listed
+            .iter()
+            .map(|(_, k)| k.clone())
+            .chain(std::iter::once(inbox.clone()))
+            .collect();
         let mut heads: HashMap<StreamKey, Position> = HashMap::with_capacity(keys.len());
         for batch in keys.chunks(MAX_HEADS) {
             let read = self.services.stores.streams.stream_heads(batch).await;
@@ -176,11 +186,16 @@ impl EdgeState {
         }
         let (conn, frames) = self.register(dialect, grant.issued_us)?;
         self.hub.subscribe(&conn, &user_stream(&grant), None);
+        let inbox_head = heads.get(&inbox).cloned();
+        if self.hub.subscribe(&conn, &inbox, inbox_head.as_ref()).new && inbox_head.is_some() {
+            self.recovery.check_new(&inbox);
+        }
         let mut session = Session {
             conn,
             dialect,
             identity: Identity::Token(Box::new(grant)),
             channels: HashMap::new(),
+            inbox_head,
         };
         if let Some(user) = session.presence_key(None) {
             self.presence.add(user);

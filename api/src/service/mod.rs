@@ -16,6 +16,7 @@ use crate::publisher::Publisher;
 
 pub mod channels;
 pub mod contexts;
+pub mod messages;
 pub mod nodes;
 pub mod queues;
 pub mod tokens;

@@ -1,5 +1,5 @@
 //! Herald's own server API, `/api/v1` (SPEC §4): connection tokens, channels with history,
-//! users and presence. JSON only; authenticated with an app's API key (`Authorization:
+//! users and presence, addressed messages (`messages`). JSON only; authenticated with an app's API key (`Authorization:
 //! Bearer`, `Authorization`, or `x-api-key`) that must hold each route's scope; rate
 //! limited per key. Errors: `{"error": {"code", "message", "details"}}` with the status
 //! of their code, `details.field` naming the input at fault.
@@ -21,6 +21,8 @@ use crate::AppState;
 use crate::service::ServiceError;
 use crate::service::channels::{ChannelPublish, ChannelView, Published};
 use crate::service::tokens::TokenRequest;
+
+mod messages;
 
 /// Default and largest page of channel history.
 const DEFAULT_LIMIT: usize = 100;
@@ -290,6 +292,46 @@ pub fn routes(state: Arc<AppState>) -> Surface {
         &["users", "{}", "connections"],
         "v1_user_logout",
         |r| Box::pin(logout(r)),
+    ))
+    .unify()
+    .or(route(
+        s,
+        Method::POST,
+        &["users", "{}", "messages"],
+        "v1_user_send",
+        |r| Box::pin(messages::send_to_user(r)),
+    ))
+    .unify()
+    .or(route(
+        s,
+        Method::POST,
+        &["messages"],
+        "v1_message_send",
+        |r| Box::pin(messages::send(r)),
+    ))
+    .unify()
+    .or(route(
+        s,
+        Method::GET,
+        &["messages"],
+        "v1_message_list",
+        |r| Box::pin(messages::list(r)),
+    ))
+    .unify()
+    .or(route(
+        s,
+        Method::GET,
+        &["messages", "{}"],
+        "v1_message_get",
+        |r| Box::pin(messages::get(r)),
+    ))
+    .unify()
+    .or(route(
+        s,
+        Method::POST,
+        &["messages", "{}", "cancel"],
+        "v1_message_cancel",
+        |r| Box::pin(messages::cancel(r)),
     ))
     .unify();
     warp::path("api")

@@ -9,9 +9,6 @@
 //! never skips or repeats an item while new messages keep arriving (they sort before the
 //! cursor).
 //!
-//! Work in progress toward the issue "Addressed messages …": the store and its
-//! conformance are here; the API, the edge's delivery and the monitor's expiry sweep that
-//! use them come next.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -56,14 +53,15 @@ impl MessageStatus {
 }
 
 /// What a message carries: Socrate's `message` string or any JSON `data`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum MessageBody {
     Text(String),
     Data(JsonText),
 }
 
-/// One addressed message, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One addressed message, as stored (and as it travels to the edges).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddressedMessage {
     /// 32 hex characters (UUIDv7), unique in the app.
     pub id: String,
@@ -154,6 +152,15 @@ pub trait Messages: Send + Sync + 'static {
         cursor: Option<&ListCursor>,
         limit: usize,
     ) -> StoreResult<Vec<AddressedMessage>>;
+    /// Moves each of `ids` (of `app`) from `PENDING` to `DELIVERED` at `at_us` where it
+    /// still can (unexpired), in one transaction: what each found, in order (`None` for an
+    /// unknown id).
+    async fn deliver_messages(
+        &self,
+        app: &AppId,
+        ids: &[String],
+        at_us: i64,
+    ) -> StoreResult<Vec<Option<Transition>>>;
     /// Moves up to `limit` `PENDING` messages whose expiry is at or before `now_us` to
     /// `EXPIRED`; those messages, now expired.
     async fn expire_messages(

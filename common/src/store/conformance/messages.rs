@@ -203,6 +203,30 @@ pub async fn run(s: &Stores) {
         .count();
     assert_eq!(made, 1, "{outcomes:?}");
 
+    // A batch delivery settles each message on its own.
+    store
+        .create_messages(&[
+            message(&app, "b1", "u4", 1_010),
+            message(&app, "b2", "u4", 1_011),
+        ])
+        .await
+        .unwrap();
+    done(
+        store
+            .transition_message(&app, "b2", MessageStatus::Cancelled, 6_500)
+            .await
+            .unwrap(),
+    );
+    let batch = store
+        .deliver_messages(&app, &["b1".into(), "b2".into(), "nope".into()], 7_000)
+        .await
+        .unwrap();
+    assert!(matches!(&batch[0], Some(Transition::Done(m)) if m.delivered_us == Some(7_000)));
+    assert!(
+        matches!(&batch[1], Some(Transition::Refused(m)) if m.status == MessageStatus::Cancelled)
+    );
+    assert_eq!(batch[2], None);
+
     // Listing: newest first, filters combined, the app's own only.
     store
         .create_messages(&[message(&other, "x1", "u1", 1_006)])
@@ -212,7 +236,10 @@ pub async fn run(s: &Stores) {
         .list_messages(&app, &MessageFilter::default(), None, 100)
         .await
         .unwrap();
-    assert_eq!(ids(&all), ["race", "m5", "m4", "m3", "m2", "m1"]);
+    assert_eq!(
+        ids(&all),
+        ["b2", "b1", "race", "m5", "m4", "m3", "m2", "m1"]
+    );
     let listed = |f: MessageFilter| {
         let app = app.clone();
         async move {
@@ -283,5 +310,5 @@ pub async fn run(s: &Stores) {
         });
         seen.extend(page.into_iter().map(|m| m.id));
     }
-    assert_eq!(seen, ["race", "m5", "m4", "m3", "m2", "m1"]);
+    assert_eq!(seen, ["b2", "b1", "race", "m5", "m4", "m3", "m2", "m1"]);
 }

@@ -17,7 +17,7 @@ use crate::store::{
 use crate::stream::{Position, StreamKey, new_epoch};
 
 /// The columns `message_from_row` reads.
-const COLUMNS: &str = "id, app, recipient, foreign_id, kind, body, topic, status, created_us, \
+pub(super) const COLUMNS: &str = "id, app, recipient, foreign_id, kind, body, topic, status, created_us, \
      expires_us, delivered_us, cancelled_us, expired_us, global_message_id, stream_offset";
 
 fn conversion(i: usize, e: impl ToString) -> rusqlite::Error {
@@ -25,7 +25,7 @@ fn conversion(i: usize, e: impl ToString) -> rusqlite::Error {
 }
 
 /// A row (`COLUMNS`) and its inbox offset.
-fn message_from_row(row: &Row<'_>) -> rusqlite::Result<(u64, AddressedMessage)> {
+pub(super) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<(u64, AddressedMessage)> {
     let kind: String = row.get(4)?;
     let body: String = row.get(5)?;
     let status: String = row.get(7)?;
@@ -111,6 +111,41 @@ fn insert(c: &Connection, m: &AddressedMessage) -> rusqlite::Result<Position> {
     Ok(position)
 }
 
+/// Moves `id` from `PENDING` to `to` (`DELIVERED` only while unexpired): one conditional
+/// update, so of racing writers exactly one makes the transition.
+fn transition(
+    c: &Connection,
+    app: &AppId,
+    id: &str,
+    to: MessageStatus,
+    at_us: i64,
+) -> rusqlite::Result<Option<Transition>> {
+    let column = match to {
+        MessageStatus::Pending => return Ok(by_id(c, app.as_str(), id)?.map(Transition::Refused)),
+        MessageStatus::Delivered => "delivered_us",
+        MessageStatus::Cancelled => "cancelled_us",
+        MessageStatus::Expired => "expired_us",
+    };
+    let unexpired = if to == MessageStatus::Delivered {
+        " AND (expires_us IS NULL OR expires_us > ?4)"
+    } else {
+        ""
+    };
+    let changed = c
+        .prepare_cached(&format!(
+            "UPDATE messages SET status = ?1, {column} = ?4
+             WHERE app = ?2 AND id = ?3 AND status = 'PENDING'{unexpired}"
+        ))?
+        .execute(params![to.as_str(), app.as_str(), id, at_us])?;
+    Ok(by_id(c, app.as_str(), id)?.map(|m| {
+        if changed == 1 {
+            Transition::Done(m)
+        } else {
+            Transition::Refused(m)
+        }
+    }))
+}
+
 /// The `WHERE` clause and parameters of `filter` (after `app = ?`), and of the cursor.
 fn listing(
     app: &AppId,
@@ -187,33 +222,21 @@ impl Messages for SqliteStore {
         at_us: i64,
     ) -> StoreResult<Option<Transition>> {
         let (app, id) = (app.clone(), id.to_owned());
+        self.write(move |c| transition(c, &app, &id, to, at_us))
+            .await
+    }
+
+    async fn deliver_messages(
+        &self,
+        app: &AppId,
+        ids: &[String],
+        at_us: i64,
+    ) -> StoreResult<Vec<Option<Transition>>> {
+        let (app, ids) = (app.clone(), ids.to_vec());
         self.write(move |c| {
-            let column = match to {
-                MessageStatus::Pending => {
-                    return Ok(by_id(c, app.as_str(), &id)?.map(Transition::Refused));
-                }
-                MessageStatus::Delivered => "delivered_us",
-                MessageStatus::Cancelled => "cancelled_us",
-                MessageStatus::Expired => "expired_us",
-            };
-            let unexpired = if to == MessageStatus::Delivered {
-                " AND (expires_us IS NULL OR expires_us > ?4)"
-            } else {
-                ""
-            };
-            let changed = c
-                .prepare_cached(&format!(
-                    "UPDATE messages SET status = ?1, {column} = ?4
-                     WHERE app = ?2 AND id = ?3 AND status = 'PENDING'{unexpired}"
-                ))?
-                .execute(params![to.as_str(), app.as_str(), id, at_us])?;
-            Ok(by_id(c, app.as_str(), &id)?.map(|m| {
-                if changed == 1 {
-                    Transition::Done(m)
-                } else {
-                    Transition::Refused(m)
-                }
-            }))
+            ids.iter()
+                .map(|id| transition(c, &app, id, MessageStatus::Delivered, at_us))
+                .collect()
         })
         .await
     }

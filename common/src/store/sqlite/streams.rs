@@ -1,11 +1,13 @@
 //! The `Streams` concern on SQLite: heads from the `streams` table, entries from wherever
-//! a stream's kind keeps them (a Mozilla token's messages, a channel's history).
+//! a stream's kind keeps them (a Mozilla token's messages, a channel's history, a user's
+//! addressed messages — every status: the edge settles each before a socket gets it).
 
 use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 
 use super::channels::{CHANNEL_COLUMNS, channel_message_from_row};
+use super::messages::{COLUMNS as INBOX_COLUMNS, message_from_row as inbox_message_from_row};
 use super::queues::{MESSAGE_COLUMNS, message_at_from_row};
 use super::{SqliteStore, limit_value, offset_value, to_u64};
 use crate::message::Delivery;
@@ -90,6 +92,19 @@ impl Streams for SqliteStore {
                     limit_value(limit),
                 ],
             ),
+            Some(StreamKind::Inbox { app, user }) => (
+                format!(
+                    "SELECT {INBOX_COLUMNS} FROM messages
+                     WHERE app = ? AND recipient = ? AND stream_offset > ?
+                     ORDER BY stream_offset LIMIT ?"
+                ),
+                vec![
+                    Value::Text(app.to_owned()),
+                    Value::Text(user.to_owned()),
+                    offset_value(after),
+                    limit_value(limit),
+                ],
+            ),
             _ => return Ok(Vec::new()),
         };
         let stream = stream.clone();
@@ -105,6 +120,10 @@ impl Streams for SqliteStore {
                     Some(StreamKind::MozillaToken(_)) => {
                         let (message, offset) = message_at_from_row(row)?;
                         Delivery::queue_message(message, position(&epoch, offset))
+                    }
+                    Some(StreamKind::Inbox { .. }) => {
+                        let (offset, message) = inbox_message_from_row(row)?;
+                        Delivery::addressed(message, position(&epoch, offset))
                     }
                     _ => {
                         let (message, offset) = channel_message_from_row(row)?;

@@ -1,0 +1,182 @@
+//! Addressed messages (SPEC §4 Messages): send to 1..1000 recipients, read one, cancel it
+//! while `PENDING`, list with filters newest first. "Persist, then publish, then answer":
+//! each message is stored `PENDING` at its position of the recipient's inbox, then pushed
+//! to the edges, which settle it (`DELIVERED`) before a socket gets it; a recipient who is
+//! offline gets it when they connect, until it expires.
+
+use common::clock::now_us;
+use common::ids::{AppId, UserId, new_message_id};
+use common::message::Delivery;
+use common::store::{
+    AddressedMessage, ListCursor, MessageBody, MessageFilter, MessageStatus, Transition,
+};
+
+use super::{ServiceError, ServiceResult, Services};
+
+/// Most recipients of one send.
+pub const MAX_RECIPIENTS: usize = 1_000;
+/// Longest a message may wait for its recipient, seconds.
+pub const MAX_TTL: u64 = 30 * 24 * 3600;
+/// Longest `foreignId` and `topic`, bytes.
+pub const MAX_LABEL: usize = 256;
+
+/// One recipient of a send: a user id as given, and the sender's `foreignId` for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub id: String,
+    pub foreign_id: Option<String>,
+}
+
+/// A send to recipients.
+#[derive(Debug, Clone)]
+pub struct Send {
+    pub app: AppId,
+    pub recipients: Vec<Recipient>,
+    pub body: MessageBody,
+    pub topic: Option<String>,
+    /// When the message stops waiting, µs since the epoch.
+    pub expires_us: Option<i64>,
+}
+
+/// What a send did: a message per accepted recipient, an error per refused one.
+#[derive(Debug, Clone, Default)]
+pub struct Sent {
+    pub items: Vec<AddressedMessage>,
+    /// `(recipient as given, why)`.
+    pub errors: Vec<(String, String)>,
+}
+
+impl Services {
+    /// Stores one `PENDING` message per recipient (one transaction), then pushes each to
+    /// the edges. A recipient that is not a valid user id is reported in `errors`; an
+    /// empty, oversized or duplicated list, or a bad label, is a 400 and nothing is stored.
+    pub async fn send_messages(&self, send: Send) -> ServiceResult<Sent> {
+        if send.recipients.is_empty() {
+            return Err(ServiceError::bad_request(
+                "recipients",
+                "must list at least one recipient",
+            ));
+        }
+        if send.recipients.len() > MAX_RECIPIENTS {
+            return Err(ServiceError::bad_request(
+                "recipients",
+                format!("lists more than {MAX_RECIPIENTS} recipients"),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in send.recipients.iter().enumerate() {
+            if !seen.insert(r.id.as_str()) {
+                return Err(ServiceError::bad_request(
+                    &format!("recipients[{i}]"),
+                    format!("repeats recipient {:?}", r.id),
+                ));
+            }
+            if r.foreign_id.as_ref().is_some_and(|f| f.len() > MAX_LABEL) {
+                return Err(ServiceError::bad_request(
+                    &format!("recipients[{i}].foreignId"),
+                    format!("is longer than {MAX_LABEL} bytes"),
+                ));
+            }
+        }
+        if send.topic.as_ref().is_some_and(|t| t.len() > MAX_LABEL) {
+            return Err(ServiceError::bad_request(
+                "topic",
+                format!("is longer than {MAX_LABEL} bytes"),
+            ));
+        }
+        let now = now_us();
+        if send.expires_us.is_some_and(|e| e <= now) {
+            return Err(ServiceError::bad_request("expiresAt", "is in the past"));
+        }
+        let mut sent = Sent::default();
+        for r in send.recipients {
+            match UserId::parse(r.id.as_str()) {
+                Ok(user) => sent.items.push(AddressedMessage {
+                    id: new_message_id(),
+                    app: send.app.clone(),
+                    recipient: user,
+                    foreign_id: r.foreign_id,
+                    body: send.body.clone(),
+                    topic: send.topic.clone(),
+                    status: MessageStatus::Pending,
+                    created_us: now,
+                    expires_us: send.expires_us,
+                    delivered_us: None,
+                    cancelled_us: None,
+                    expired_us: None,
+                    global_message_id: None,
+                }),
+                Err(e) => sent.errors.push((r.id, e.to_string())),
+            }
+        }
+        if sent.items.is_empty() {
+            return Ok(sent);
+        }
+        let positions = self.stores.messages.create_messages(&sent.items).await?;
+        for (message, position) in sent.items.iter().zip(positions) {
+            self.publisher
+                .publish(&Delivery::addressed(message.clone(), position))
+                .await;
+        }
+        Ok(sent)
+    }
+
+    /// Message `id` of `app`.
+    pub async fn addressed_message(
+        &self,
+        app: &AppId,
+        id: &str,
+    ) -> ServiceResult<AddressedMessage> {
+        self.stores
+            .messages
+            .addressed_message(app, id)
+            .await?
+            .ok_or_else(no_message)
+    }
+
+    /// Cancels message `id` if it is `PENDING` (it is never delivered afterwards); 409
+    /// with its status otherwise.
+    pub async fn cancel_message(&self, app: &AppId, id: &str) -> ServiceResult<AddressedMessage> {
+        match self
+            .stores
+            .messages
+            .transition_message(app, id, MessageStatus::Cancelled, now_us())
+            .await?
+        {
+            Some(Transition::Done(m)) => Ok(m),
+            Some(Transition::Refused(m)) => Err(ServiceError::Conflict(format!(
+                "the message is {}, not PENDING",
+                m.status.as_str()
+            ))),
+            None => Err(no_message()),
+        }
+    }
+
+    /// Messages matching `filter`, newest first, after `cursor`, at most `limit`; and the
+    /// cursor of the next page when this one is full.
+    pub async fn list_messages(
+        &self,
+        app: &AppId,
+        filter: &MessageFilter,
+        cursor: Option<&ListCursor>,
+        limit: usize,
+    ) -> ServiceResult<(Vec<AddressedMessage>, Option<ListCursor>)> {
+        let items = self
+            .stores
+            .messages
+            .list_messages(app, filter, cursor, limit)
+            .await?;
+        let next = (items.len() == limit)
+            .then(|| items.last())
+            .flatten()
+            .map(|m| ListCursor {
+                created_us: m.created_us,
+                id: m.id.clone(),
+            });
+        Ok((items, next))
+    }
+}
+
+fn no_message() -> ServiceError {
+    ServiceError::not_found("message", "No such message.")
+}
