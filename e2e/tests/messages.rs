@@ -296,3 +296,36 @@ async fn a_listing_walk_sees_every_item_once_while_messages_arrive() {
     assert_eq!(filtered["items"].as_array().unwrap().len(), 1, "{filtered}");
     assert_eq!(filtered["nextToken"], Value::Null);
 }
+
+/// A user's inbox is a stream with positions: messages sent while the router is killed and
+/// restarted reach the connected socket exactly once, in order, and end `DELIVERED`.
+#[tokio::test]
+async fn an_inbox_recovers_after_the_router_is_killed() {
+    let mut cluster = Cluster::start(Options::default()).await;
+    let api = v1(&cluster);
+    let mut erin = connect(&cluster, &api, "erin").await;
+    let mut sent = Vec::new();
+    for i in 0..120 {
+        if i == 40 {
+            cluster.router.kill();
+        }
+        if i == 80 {
+            cluster.router.restart();
+        }
+        let answer = send(&api, json!({"recipients": ["erin"], "data": i})).await;
+        sent.push(answer["items"][0]["id"].as_str().unwrap().to_owned());
+    }
+    let mut received = Vec::new();
+    while received.len() < sent.len() {
+        let frame = erin
+            .try_next_json(Duration::from_secs(40))
+            .await
+            .unwrap_or_else(|| panic!("{} of {} arrived", received.len(), sent.len()));
+        received.push(frame["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(received, sent, "every message once, in order");
+    assert_eq!(erin.try_next_json(Duration::from_secs(3)).await, None);
+    for id in [&sent[0], &sent[60], &sent[119]] {
+        until_status(&api, id, "DELIVERED").await;
+    }
+}

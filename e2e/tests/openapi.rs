@@ -519,6 +519,7 @@ async fn every_answer_matches_the_openapi_document() {
     presence(&mut c).await;
     channels(&mut c).await;
     users(&mut c).await;
+    messages(&mut c).await;
     mozilla(&mut c).await;
     thunderpush(&mut c).await;
     vpush(&mut c).await;
@@ -805,6 +806,111 @@ async fn users(c: &mut Checker) {
         delete("/api/v1/users/nobody/connections")
             .bearer(ADMIN)
             .expect(204),
+    )
+    .await;
+}
+
+/// Addressed messages: send (to many, to one user), read, cancel, list; their refusals.
+async fn messages(c: &mut Checker) {
+    let sent = c
+        .check(
+            post("/api/v1/messages")
+                .bearer(SENDER)
+                .json(
+                    json!({"recipients": ["carol", {"id": "dan", "foreignId": "f1"}, "a\nb"],
+                             "message": "hi", "topic": "t", "ttl": 600}),
+                )
+                .expect(201),
+        )
+        .await;
+    let id = sent["items"][0]["id"].as_str().unwrap().to_owned();
+    c.check(
+        post("/api/v1/users/carol/messages")
+            .bearer(ADMIN)
+            .json(json!({"data": {"n": 1}, "expiresAt": "2099-01-01T00:00:00Z"}))
+            .expect(201),
+    )
+    .await;
+    for (body, secret, status) in [
+        (json!({"recipients": [], "message": "x"}), ADMIN, 400),
+        (json!({"recipients": ["a"]}), ADMIN, 400),
+        (json!({"recipients": ["a"], "message": "x"}), READER, 403),
+        (json!({"recipients": ["a"], "message": "x"}), WRONG, 401),
+    ] {
+        c.check(
+            post("/api/v1/messages")
+                .bearer(secret)
+                .json(body)
+                .expect(status),
+        )
+        .await;
+    }
+    c.check(
+        post("/api/v1/users/a%0Ab/messages")
+            .bearer(ADMIN)
+            .json(json!({"message": "x"}))
+            .expect(400),
+    )
+    .await;
+    c.check(
+        get(format!("/api/v1/messages/{id}"))
+            .bearer(ADMIN)
+            .expect(200),
+    )
+    .await;
+    c.check(get("/api/v1/messages/nope").bearer(ADMIN).expect(404))
+        .await;
+    c.check(
+        get(format!("/api/v1/messages/{id}"))
+            .bearer(SENDER)
+            .expect(403),
+    )
+    .await;
+    let page = c
+        .check(
+            get("/api/v1/messages?recipient=carol&limit=1")
+                .bearer(ADMIN)
+                .expect(200),
+        )
+        .await;
+    let token = page["nextToken"].as_str().unwrap().to_owned();
+    c.check(
+        get(format!(
+            "/api/v1/messages?limit=1&recipient=carol&nextToken={token}"
+        ))
+        .bearer(ADMIN)
+        .expect(200),
+    )
+    .await;
+    for query in [
+        "status=DONE",
+        "limit=0",
+        "createdFrom=yesterday",
+        "nextToken=x",
+    ] {
+        c.check(
+            get(format!("/api/v1/messages?{query}"))
+                .bearer(ADMIN)
+                .expect(400),
+        )
+        .await;
+    }
+    c.check(
+        post(format!("/api/v1/messages/{id}/cancel"))
+            .bearer(ADMIN)
+            .expect(200),
+    )
+    .await;
+    c.check(
+        post(format!("/api/v1/messages/{id}/cancel"))
+            .bearer(ADMIN)
+            .expect(409),
+    )
+    .await;
+    c.check(
+        post("/api/v1/messages/nope/cancel")
+            .bearer(ADMIN)
+            .expect(404),
     )
     .await;
 }
