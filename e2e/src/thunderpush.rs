@@ -15,6 +15,21 @@ use tokio::process::{Child, ChildStdout, Command};
 
 use crate::{DEADLINE, Ending, Socket, V1, eventually, free_port, repo_root};
 
+/// An app that does not trust bare user ids (Thunderpush `CONNECT` needs a Herald token),
+/// to append to the dev config (`Options::config`); its public key and secret follow.
+pub const STRICT_APP: &str = r#"
+[[apps]]
+id = "strict"
+key = "strict-public"
+
+[[apps.keys]]
+name = "admin"
+secret = "strict-secret-change-me"
+scopes = ["*:*"]
+"#;
+pub const STRICT_KEY: &str = "strict-public";
+pub const STRICT_SECRET: &str = "strict-secret-change-me";
+
 /// How long a socket is watched for a frame that must not come.
 pub const QUIET: Duration = Duration::from_millis(500);
 

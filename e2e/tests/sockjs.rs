@@ -11,24 +11,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use e2e::thunderpush::{SockJs, ThunderApi};
+use e2e::thunderpush::{STRICT_APP, STRICT_KEY, STRICT_SECRET, SockJs, ThunderApi};
 use e2e::{Cluster, DEADLINE, Ending, Options, Socket};
 use serde_json::{Value, json};
 
 /// The dev app (trusts bare user ids) and its secret.
 const APP_KEY: &str = "dev-public";
 const SECRET: &str = "dev-secret-change-me";
-/// An app that does not trust bare user ids, appended to the dev config.
-const STRICT_APP: &str = r#"
-[[apps]]
-id = "strict"
-key = "strict-public"
-
-[[apps.keys]]
-name = "admin"
-secret = "strict-secret-change-me"
-scopes = ["*:*"]
-"#;
 const LOGGED_OUT: &str = r#"c[9002,"Server closed the connection (intentionally)."]"#;
 
 /// A SockJS socket on the cluster's first edge.
@@ -258,11 +247,7 @@ async fn without_trust_connect_needs_a_herald_token_for_the_user() {
         ..Options::default()
     })
     .await;
-    let api = ThunderApi::new(
-        &cluster.api_url(),
-        "strict-public",
-        "strict-secret-change-me",
-    );
+    let api = ThunderApi::new(&cluster.api_url(), STRICT_KEY, STRICT_SECRET);
 
     // A bare user id is refused where the app does not trust them.
     let mut bare = sockjs(&cluster).await;

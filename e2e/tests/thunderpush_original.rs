@@ -9,7 +9,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use e2e::thunderpush::{BrowserClient, OriginalServer, SockJs, ThunderApi, sorted_users};
+use e2e::thunderpush::{
+    BrowserClient, OriginalServer, STRICT_APP, STRICT_KEY, STRICT_SECRET, SockJs, ThunderApi,
+    sorted_users,
+};
 use e2e::{Cluster, Options};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -64,24 +67,11 @@ async fn the_original_thunderpush_js_works_against_herald() {
 #[tokio::test]
 async fn the_original_thunderpush_js_connects_with_a_herald_token_as_its_user() {
     let cluster = Cluster::start(Options {
-        config: r#"
-[[apps]]
-id = "strict"
-key = "strict-public"
-
-[[apps.keys]]
-name = "admin"
-secret = "strict-secret-change-me"
-scopes = ["*:*"]
-"#,
+        config: STRICT_APP,
         ..Options::default()
     })
     .await;
-    let api = ThunderApi::new(
-        &cluster.api_url(),
-        "strict-public",
-        "strict-secret-change-me",
-    );
+    let api = ThunderApi::new(&cluster.api_url(), STRICT_KEY, STRICT_SECRET);
     let token = api.token("alice", &["ch1"]).await;
     a_page_receives(&cluster, &api, &token, "alice").await;
 }
