@@ -10,6 +10,8 @@ mkdir -p var/log
 setsid .venv/bin/circusd circus.ini &
 circusd=$!
 stop() {
+    # Once, however many signals arrive (make forwards the one the group already got).
+    trap - INT TERM
     echo
     echo "stopping the cluster (circusd pid $circusd)..."
     kill -TERM "$circusd" 2>/dev/null || true
