@@ -329,3 +329,51 @@ async fn an_inbox_recovers_after_the_router_is_killed() {
         until_status(&api, id, "DELIVERED").await;
     }
 }
+
+/// At-least-once mode (token claim `ack`): a message handed to the socket stays `PENDING`
+/// until the client's `ack`; what was not acknowledged comes again on the next connection;
+/// an `ack` of another user's message is refused.
+#[tokio::test]
+async fn ack_mode_marks_delivered_on_ack_and_resends_the_rest() {
+    let cluster = Cluster::start(Options::default()).await;
+    let api = v1(&cluster);
+    let token = api.token(json!({"user": "fay", "ack": true})).await;
+    let (mut fay, _) = Socket::native(&cluster.edge_url(0), &token).await;
+
+    let first = send(&api, json!({"recipients": ["fay"], "message": "one"})).await;
+    let first = first["items"][0]["id"].as_str().unwrap().to_owned();
+    let frame = fay.next_event(DEADLINE).await;
+    assert_eq!(frame["id"], first.as_str());
+    let (_, now) = api.call("GET", &format!("messages/{first}"), None).await;
+    assert_eq!(
+        now["status"], "PENDING",
+        "handed over, not acknowledged: {now}"
+    );
+    fay.send_json(&json!({"type": "ack", "id": first})).await;
+    until_status(&api, &first, "DELIVERED").await;
+
+    let second = send(&api, json!({"recipients": ["fay"], "message": "two"})).await;
+    let second = second["items"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(fay.next_event(DEADLINE).await["id"], second.as_str());
+    let other = send(&api, json!({"recipients": ["gus"], "message": "not yours"})).await;
+    let other = other["items"][0]["id"].as_str().unwrap().to_owned();
+    fay.send_json(&json!({"type": "ack", "id": other})).await;
+    let refused = fay.next_event(DEADLINE).await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["code"], "not_found", "{refused}");
+    drop(fay);
+
+    // Not acknowledged: sent again on the next connection, and only that one.
+    let (mut again, _) = Socket::native(&cluster.edge_url(0), &token).await;
+    let frame = again.next_event(DEADLINE).await;
+    assert_eq!(frame["id"], second.as_str(), "{frame}");
+    assert_eq!(frame["data"], "two");
+    assert_eq!(again.try_next_json(QUIET).await, None);
+    again.send_json(&json!({"type": "ack", "id": second})).await;
+    until_status(&api, &second, "DELIVERED").await;
+    let (_, gus) = api.call("GET", &format!("messages/{other}"), None).await;
+    assert_eq!(
+        gus["status"], "PENDING",
+        "another user's ack did nothing: {gus}"
+    );
+}

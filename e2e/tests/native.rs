@@ -392,6 +392,12 @@ async fn client_frames_are_checked() {
     let refused = error(&mut r, json!({"type": "subscribe", "channel": "bad name"})).await;
     assert_eq!(refused["code"], "bad_request");
     let refused = error(&mut r, json!({"type": "ack", "id": "x"})).await;
+    assert_eq!(refused["code"], "not_found", "no such message");
+    let refused = error(
+        &mut r,
+        json!({"type": "event", "id": "x", "kind": "clicked"}),
+    )
+    .await;
     assert_eq!(refused["code"], "unsupported");
     r.send_json(&json!({"type": "unsubscribe", "channel": "chat:1"}))
         .await;

@@ -433,9 +433,23 @@ async fn handle_text(
                 let channel = channel_name(&channel)?;
                 publish(edge, session, channel, data).await
             }
-            ClientFrame::Ack { .. } | ClientFrame::Event { .. } => Err(FrameError::new(
+            ClientFrame::Ack { id } => match crate::inbox::acknowledge(edge, session, &id).await {
+                Ok(()) => Ok(()),
+                Err(crate::inbox::AckError::NotFound) => {
+                    Err(FrameError::new("not_found", "no such message for this user").into())
+                }
+                Err(crate::inbox::AckError::NotPending(status)) => Err(FrameError::new(
+                    "conflict",
+                    format!("the message is {}", status.as_str()),
+                )
+                .into()),
+                Err(crate::inbox::AckError::Store(e)) => {
+                    Err(FrameError::new("unavailable", e.to_string()).into())
+                }
+            },
+            ClientFrame::Event { .. } => Err(FrameError::new(
                 "unsupported",
-                "acks and events need delivery status, which this server does not keep yet",
+                "client events feed webhooks, which this server does not send yet",
             )
             .into()),
         },

@@ -65,9 +65,22 @@ pub struct Conn {
     closing: Notify,
     /// Counted in the hub until `unregister`.
     registered: AtomicBool,
+    /// At-least-once mode (token claim `ack`): addressed messages become `DELIVERED` on the
+    /// client's `ack`, not when handed over.
+    ack: AtomicBool,
 }
 
 impl Conn {
+    /// Puts the socket in at-least-once mode (its token's `ack` claim).
+    pub fn set_ack_mode(&self) {
+        self.ack.store(true, Ordering::Release);
+    }
+
+    /// Whether the socket is in at-least-once mode.
+    pub fn ack_mode(&self) -> bool {
+        self.ack.load(Ordering::Acquire)
+    }
+
     /// Asks the socket task to close with `code` (the first code asked for wins).
     pub fn close(&self, code: u16) {
         let _ = self
@@ -330,6 +343,7 @@ impl Hub {
             close_code: AtomicU16::new(0),
             closing: Notify::new(),
             registered: AtomicBool::new(true),
+            ack: AtomicBool::new(false),
         });
         Some((conn, frames))
     }
@@ -664,6 +678,17 @@ impl Hub {
             closed += 1;
         }
         closed
+    }
+
+    /// Whether some socket here follows `key` in the default delivery mode (not `ack`).
+    pub fn any_default_mode(&self, key: &StreamKey) -> bool {
+        self.entry(key)
+            .and_then(|e| {
+                e.lock()
+                    .ok()
+                    .map(|s| s.subscribers.iter().any(|sub| !sub.conn.ack_mode()))
+            })
+            .unwrap_or(false)
     }
 
     /// How many sockets here follow `key`.

@@ -10,6 +10,11 @@
 //! the stream is left to recovery, which reads the store after the cursor and settles what
 //! it reads the same way). A socket that connects gets its user's `PENDING` messages up to
 //! the inbox head it joined at, oldest first, settled likewise (`pending`).
+//!
+//! A socket in at-least-once mode (token claim `ack`) is handed messages without marking
+//! them: its client's `ack` frame does (`acknowledge`), and what it did not acknowledge is
+//! still `PENDING`, so its next connection gets it again. Where default-mode and ack-mode
+//! sockets of one user share an edge, handing over marks it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -57,25 +62,49 @@ impl Inbox {
     }
 }
 
+/// Whether settling marks messages `DELIVERED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marking {
+    /// When some socket here follows the inbox in the default mode (live and recovered
+    /// entries, for every socket of the stream at once).
+    ByFollowers,
+    /// Yes (one default-mode socket's pending messages).
+    Deliver,
+    /// No: only check the message may still be delivered (an `ack`-mode socket; its
+    /// client's `ack` marks it).
+    Check,
+}
+
 impl EdgeState {
     /// Renders `deliveries` for this edge's sockets, settling the addressed messages among
     /// them first (see the module doc). Order is kept.
     pub async fn settle(
         &self,
         deliveries: Vec<Delivery>,
+        marking: Marking,
     ) -> Result<Vec<Arc<Rendered>>, StoreError> {
-        let mut by_app: BTreeMap<AppId, Vec<String>> = BTreeMap::new();
+        let mut to_mark: BTreeMap<AppId, Vec<String>> = BTreeMap::new();
+        let mut to_check: Vec<(AppId, String)> = Vec::new();
         for delivery in &deliveries {
             if let Event::AddressedMessage { message } = &delivery.event {
-                by_app
-                    .entry(message.app.clone())
-                    .or_default()
-                    .push(message.id.clone());
+                let mark = match marking {
+                    Marking::ByFollowers => self.hub.any_default_mode(&delivery.stream),
+                    Marking::Deliver => true,
+                    Marking::Check => false,
+                };
+                if mark {
+                    to_mark
+                        .entry(message.app.clone())
+                        .or_default()
+                        .push(message.id.clone());
+                } else {
+                    to_check.push((message.app.clone(), message.id.clone()));
+                }
             }
         }
         let mut deliverable: BTreeMap<(AppId, String), bool> = BTreeMap::new();
         let at = now_us();
-        for (app, ids) in by_app {
+        for (app, ids) in to_mark {
             let settled = self
                 .services
                 .stores
@@ -90,6 +119,20 @@ impl EdgeState {
                 };
                 deliverable.insert((app.clone(), id), ok);
             }
+        }
+        for (app, id) in to_check {
+            let found = self
+                .services
+                .stores
+                .messages
+                .addressed_message(&app, &id)
+                .await?;
+            let ok = found.is_some_and(|m| match m.status {
+                MessageStatus::Pending => m.expires_us.is_none_or(|e| e > at),
+                MessageStatus::Delivered => true,
+                MessageStatus::Cancelled | MessageStatus::Expired => false,
+            });
+            deliverable.insert((app, id), ok);
         }
         Ok(deliveries
             .into_iter()
@@ -126,7 +169,7 @@ pub async fn run(edge: Arc<EdgeState>, shutdown: CancellationToken) {
         }
         let (deliveries, origins): (Vec<Delivery>, Vec<i64>) = batch.drain(..).unzip();
         let keys: Vec<_> = deliveries.iter().map(|d| d.stream.clone()).collect();
-        match edge.settle(deliveries).await {
+        match edge.settle(deliveries, Marking::ByFollowers).await {
             Ok(rendered) => {
                 let now = now_us();
                 for (rendered, origin_us) in rendered.into_iter().zip(origins) {
@@ -170,5 +213,50 @@ pub async fn pending(
             Delivery::addressed(message, position)
         })
         .collect();
-    edge.settle(deliveries).await
+    let marking = if session.conn.ack_mode() {
+        Marking::Check
+    } else {
+        Marking::Deliver
+    };
+    edge.settle(deliveries, marking).await
+}
+
+/// Why an `ack` was refused.
+#[derive(Debug, Clone)]
+pub enum AckError {
+    /// No message of this user with that id.
+    NotFound,
+    /// The message was cancelled or expired.
+    NotPending(MessageStatus),
+    Store(StoreError),
+}
+
+/// The client of `session` acknowledges message `id`: `PENDING → DELIVERED` (a repeat, or
+/// a message already delivered, is fine).
+pub async fn acknowledge(edge: &EdgeState, session: &Session, id: &str) -> Result<(), AckError> {
+    let Some(grant) = session.grant() else {
+        return Err(AckError::NotFound);
+    };
+    let messages = &edge.services.stores.messages;
+    let found = messages
+        .addressed_message(&grant.app, id)
+        .await
+        .map_err(AckError::Store)?;
+    if found.is_none_or(|m| m.recipient != grant.user) {
+        return Err(AckError::NotFound);
+    }
+    let settled = messages
+        .transition_message(&grant.app, id, MessageStatus::Delivered, now_us())
+        .await
+        .map_err(AckError::Store)?;
+    match settled {
+        Some(Transition::Done(_)) => Ok(()),
+        Some(Transition::Refused(m)) if m.status == MessageStatus::Delivered => Ok(()),
+        // Still PENDING but refused: its expiry has passed.
+        Some(Transition::Refused(m)) if m.status == MessageStatus::Pending => {
+            Err(AckError::NotPending(MessageStatus::Expired))
+        }
+        Some(Transition::Refused(m)) => Err(AckError::NotPending(m.status)),
+        None => Err(AckError::NotFound),
+    }
 }

@@ -364,7 +364,13 @@ async fn catch_up(
         let full = page.len() == PAGE;
         let offsets: Vec<u64> = page.iter().map(Delivery::offset).collect();
         // Addressed messages are settled (PENDING → DELIVERED) first, as live ones are.
-        let frames: Vec<_> = offsets.into_iter().zip(edge.settle(page).await?).collect();
+        let frames: Vec<_> = offsets
+            .into_iter()
+            .zip(
+                edge.settle(page, crate::inbox::Marking::ByFollowers)
+                    .await?,
+            )
+            .collect();
         let fanout = edge.hub.replay(key, &head.epoch, frames);
         edge.metrics.recovered.inc_by(fanout.queued as u64);
         edge.metrics

@@ -185,6 +185,9 @@ impl EdgeState {
             heads.extend(read.map_err(OpenError::Store)?);
         }
         let (conn, frames) = self.register(dialect, grant.issued_us)?;
+        if grant.ack {
+            conn.set_ack_mode();
+        }
         self.hub.subscribe(&conn, &user_stream(&grant), None);
         let inbox_head = heads.get(&inbox).cloned();
         if self.hub.subscribe(&conn, &inbox, inbox_head.as_ref()).new && inbox_head.is_some() {
