@@ -167,6 +167,17 @@ trait V1Request {
     /// The `{id}` segment.
     fn user(&self) -> Result<UserId, ApiError>;
     fn query_u64(&self, name: &str) -> Result<Option<u64>, ApiError>;
+    /// The `limit` query parameter: `default` when absent, else 1..=`max` or a 400.
+    fn query_limit(&self, default: usize, max: usize) -> Result<usize, ApiError> {
+        match self.query_u64("limit")? {
+            None => Ok(default),
+            Some(n) if (1..=max as u64).contains(&n) => Ok(n as usize),
+            Some(_) => Err(ApiError::bad_request(
+                "limit",
+                &format!("must be between 1 and {max}"),
+            )),
+        }
+    }
 }
 
 impl V1Request for Request {
@@ -497,16 +508,7 @@ async fn history(r: Request) -> Outcome {
     let caller = r.authorize("channels:read")?;
     let channel = r.channel()?;
     let since = r.query_u64("since")?.unwrap_or(0);
-    let limit = match r.query_u64("limit")? {
-        None => DEFAULT_LIMIT,
-        Some(n) if (1..=MAX_LIMIT as u64).contains(&n) => n as usize,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "limit",
-                &format!("must be between 1 and {MAX_LIMIT}"),
-            ));
-        }
-    };
+    let limit = r.query_limit(DEFAULT_LIMIT, MAX_LIMIT)?;
     let (items, next) = r
         .state
         .services

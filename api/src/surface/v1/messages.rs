@@ -264,16 +264,7 @@ pub async fn list(r: Request) -> Outcome {
         created: (time("createdFrom")?, time("createdTo")?),
         expires: (time("expiresFrom")?, time("expiresTo")?),
     };
-    let limit = match r.query_u64("limit")? {
-        None => DEFAULT_LIMIT,
-        Some(n) if (1..=MAX_LIMIT as u64).contains(&n) => n as usize,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "limit",
-                &format!("must be between 1 and {MAX_LIMIT}"),
-            ));
-        }
-    };
+    let limit = r.query_limit(DEFAULT_LIMIT, MAX_LIMIT)?;
     let cursor = param("nextToken")?
         .map(|t| {
             parse_next_token(&t)
