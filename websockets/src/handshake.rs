@@ -27,12 +27,13 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::connection::{self, Auth};
 use crate::frames::Dialect;
-use crate::session::OpenError;
+use crate::session::{OpenError, Session};
 use crate::{AuthError, EdgeState, thunder};
 
 type Answer = Response<Full<Bytes>>;
@@ -185,7 +186,12 @@ fn capacity(edge: &EdgeState) -> Option<Refusal> {
 }
 
 fn opened(edge: &EdgeState, result: Result<Auth, OpenError>) -> Result<Auth, Refusal> {
-    result.map_err(|e| match e {
+    result.map_err(|e| open_refusal(edge, e))
+}
+
+/// The 503 for a session that could not open.
+fn open_refusal(edge: &EdgeState, e: OpenError) -> Refusal {
+    match e {
         OpenError::Full if edge.is_draining() => {
             unavailable("This node is draining; reconnect elsewhere.")
         }
@@ -194,7 +200,7 @@ fn opened(edge: &EdgeState, result: Result<Auth, OpenError>) -> Result<Auth, Ref
             tracing::warn!(error = %e, "cannot open a session");
             unavailable("The store is unavailable; retry.")
         }
-    })
+    }
 }
 
 /// A Mozilla socket: with a token in the query it is checked now; without, it
@@ -228,20 +234,64 @@ async fn connection_token(
 ) -> Result<Auth, Refusal> {
     let token = token.ok_or_else(|| unauthorized(edge, "A connection token is required."))?;
     let grant = verify(edge, &token).await?;
-    if let Some(origin) = &grant.origin {
-        let presented = req
-            .headers()
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok());
-        if !presented.is_some_and(|p| same_origin(p, origin)) {
-            return Err(forbidden(edge, "This token is bound to another Origin."));
-        }
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    match admit(edge, grant, origin, peer, dialect).await {
+        Ok((session, frames)) => Ok(Auth::Opened(Box::new(session), frames)),
+        Err(Denied::Binding(message)) => Err(forbidden(edge, message)),
+        Err(Denied::UserLimit) => Err(Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "Too many sockets of this user on this node.",
+        )),
+        Err(Denied::Revoked) => Err(unauthorized(
+            edge,
+            "The token was revoked (the user was logged out).",
+        )),
+        Err(Denied::Open(e)) => Err(open_refusal(edge, e)),
+        Err(Denied::Store) => Err(unavailable("The store is unavailable; retry.")),
+    }
+}
+
+/// Why a verified grant may not open a socket here (`admit`).
+#[derive(Debug)]
+pub(crate) enum Denied {
+    /// Bound to another `Origin` or source address: the message says which.
+    Binding(&'static str),
+    /// The user already holds `websockets.max_user_connections` sockets on this edge.
+    UserLimit,
+    /// The user was logged out after the token was issued (seen once the user stream was
+    /// joined).
+    Revoked,
+    /// Full, draining, or the store failed while opening.
+    Open(OpenError),
+    /// The store could not say whether the token was revoked.
+    Store,
+}
+
+/// Opens the session of a verified `grant` presented with `origin` from `peer`: its
+/// `origin` and `sip` bindings, the per-user limit, then the session, then revocation once
+/// more — a force logout between the first check and the user stream's subscription would
+/// have pushed its close before this socket could hear it. Shared by the handshake and by
+/// Thunderpush's `CONNECT`, which map each refusal to their own answer.
+pub(crate) async fn admit(
+    edge: &EdgeState,
+    grant: Grant,
+    origin: Option<&str>,
+    peer: SocketAddr,
+    dialect: Dialect,
+) -> Result<(Session, tokio::sync::mpsc::Receiver<Utf8Bytes>), Denied> {
+    if let Some(bound) = &grant.origin
+        && !origin.is_some_and(|o| same_origin(o, bound))
+    {
+        return Err(Denied::Binding("This token is bound to another Origin."));
     }
     if let Some(ip) = grant.source_ip
         && !same_ip(ip, peer.ip())
     {
-        return Err(forbidden(
-            edge,
+        return Err(Denied::Binding(
             "This token is bound to another source address.",
         ));
     }
@@ -250,26 +300,28 @@ async fn connection_token(
             .sockets
             .with_label_values(&["user_limit"])
             .inc();
-        return Err(Refusal::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "Too many sockets of this user on this node.",
-        ));
+        return Err(Denied::UserLimit);
     }
-    let (session, frames) = match edge.open_token(grant, dialect).await {
-        Ok(opened) => opened,
-        Err(e) => return opened(edge, Err(e)),
+    let (session, frames) = edge
+        .open_token(grant, dialect)
+        .await
+        .map_err(Denied::Open)?;
+    let revoked = match session.grant() {
+        Some(grant) => edge.is_revoked(grant).await,
+        None => Ok(false),
     };
-    // A force logout between the check above and the user stream's subscription would
-    // have pushed its close before this socket could hear it: look once more.
-    let grant = session.grant().cloned();
-    if let Some(grant) = grant
-        && let Err(refusal) = unrevoked(edge, grant).await
-    {
-        session.close(edge);
-        return Err(refusal);
+    match revoked {
+        Ok(false) => Ok((session, frames)),
+        Ok(true) => {
+            session.close(edge);
+            Err(Denied::Revoked)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check revocations");
+            session.close(edge);
+            Err(Denied::Store)
+        }
     }
-    Ok(Auth::Opened(Box::new(session), frames))
 }
 
 fn forbidden(edge: &EdgeState, message: &'static str) -> Refusal {

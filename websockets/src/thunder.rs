@@ -36,8 +36,9 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use crate::EdgeState;
 use crate::connection::{Socket, stream_head, violation};
 use crate::frames::{Dialect, FrameError};
+use crate::handshake::{Denied, admit};
 use crate::hub::close_code;
-use crate::session::Session;
+use crate::session::{OpenError, Session};
 
 /// Why a socket closes: code and reason.
 pub type Closing = (u16, &'static str);
@@ -48,6 +49,9 @@ pub const INVALID_KEY: Closing = (9000, "Invalid API key.");
 pub const SUBSCRIBE_BEFORE_CONNECT: Closing = (9001, "Subscribing before connecting.");
 /// 9002: the user was logged out (`DELETE …/users/{id}/`).
 pub const FORCED_LOGOUT: Closing = (9002, "Server closed the connection (intentionally).");
+
+/// A token issued before its user was logged out.
+const REVOKED: Closing = (1008, "The token was revoked (the user was logged out).");
 
 /// SockJS's open frame.
 const OPEN: &str = "o";
@@ -238,7 +242,6 @@ async fn connect(
         if grant.app != app.id {
             return Err(INVALID_KEY);
         }
-        check_binding(&grant, start)?;
         unrevoked(edge, &grant).await?;
         grant
     } else if app.trust_user_ids {
@@ -250,31 +253,21 @@ async fn connect(
             "This app takes a Herald connection token as the CONNECT user.",
         ));
     };
-    if edge.user_sockets(&grant) >= edge.config.max_user_connections {
-        edge.metrics
-            .sockets
-            .with_label_values(&["user_limit"])
-            .inc();
-        return Err((4029, "Too many sockets of this user on this node."));
-    }
-    let token = grant.expires_us != i64::MAX;
-    let (session, frames) = edge
-        .open_token(grant, start.dialect)
-        .await
-        .map_err(|e| match e {
-            crate::session::OpenError::Full => (1013, "too many connections; try again later"),
-            crate::session::OpenError::Store(_) => (1011, "store unavailable; retry"),
-        })?;
-    // A logout between the check above and the user stream's subscription would have
-    // been pushed before this socket could hear it: look once more.
-    if token
-        && let Some(grant) = session.grant()
-        && let Err(closing) = unrevoked(edge, grant).await
-    {
-        session.close(edge);
-        return Err(closing);
-    }
-    Ok((session, frames))
+    admit(
+        edge,
+        grant,
+        start.origin.as_deref(),
+        start.peer,
+        start.dialect,
+    )
+    .await
+    .map_err(|denied| match denied {
+        Denied::Binding(message) => (1008, message),
+        Denied::UserLimit => (4029, "Too many sockets of this user on this node."),
+        Denied::Revoked => REVOKED,
+        Denied::Open(OpenError::Full) => (1013, "too many connections; try again later"),
+        Denied::Open(OpenError::Store(_)) | Denied::Store => (1011, "store unavailable; retry"),
+    })
 }
 
 /// A JWT is three base64url parts; a Thunderpush user id is whatever else was sent.
@@ -299,27 +292,10 @@ fn trusted_grant(app: common::ids::AppId, user: UserId) -> Grant {
     }
 }
 
-fn check_binding(grant: &Grant, start: &Start) -> Result<(), Closing> {
-    if let Some(bound) = &grant.origin
-        && !start
-            .origin
-            .as_deref()
-            .is_some_and(|o| crate::handshake::same_origin(o, bound))
-    {
-        return Err((1008, "This token is bound to another Origin."));
-    }
-    if let Some(ip) = grant.source_ip
-        && !crate::handshake::same_ip(ip, start.peer.ip())
-    {
-        return Err((1008, "This token is bound to another source address."));
-    }
-    Ok(())
-}
-
 async fn unrevoked(edge: &EdgeState, grant: &Grant) -> Result<(), Closing> {
     match edge.is_revoked(grant).await {
         Ok(false) => Ok(()),
-        Ok(true) => Err((1008, "The token was revoked (the user was logged out).")),
+        Ok(true) => Err(REVOKED),
         Err(_) => Err((1011, "store unavailable; retry")),
     }
 }
