@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::EdgeState;
 use crate::frames::Dialect;
-use crate::hub::Conn;
+use crate::hub::{Conn, Joined};
 use crate::presence::Key;
 
 /// Who the socket is.
@@ -142,9 +142,7 @@ impl EdgeState {
         head: &Position,
     ) -> Result<(Session, mpsc::Receiver<Utf8Bytes>), OpenError> {
         let (conn, frames) = self.register(Dialect::Mozilla, 0)?;
-        if self.hub.subscribe(&conn, key, Some(head)).new {
-            self.recovery.check_new(key);
-        }
+        self.follow(&conn, key, Some(head));
         let session = Session {
             conn,
             dialect: Dialect::Mozilla,
@@ -190,9 +188,7 @@ impl EdgeState {
         }
         self.hub.subscribe(&conn, &user_stream(&grant), None);
         let inbox_head = heads.get(&inbox).cloned();
-        if self.hub.subscribe(&conn, &inbox, inbox_head.as_ref()).new && inbox_head.is_some() {
-            self.recovery.check_new(&inbox);
-        }
+        self.follow(&conn, &inbox, inbox_head.as_ref());
         let mut session = Session {
             conn,
             dialect,
@@ -207,14 +203,21 @@ impl EdgeState {
             if session.channels.contains_key(&channel) {
                 continue;
             }
-            if self.hub.subscribe(&session.conn, &key, heads.get(&key)).new
-                && heads.contains_key(&key)
-            {
-                self.recovery.check_new(&key);
-            }
+            self.follow(&session.conn, &key, heads.get(&key));
             session.joined(self, channel, key);
         }
         Ok((session, frames))
+    }
+
+    /// Makes `conn` follow `key` live from `head` (`hub::Hub::subscribe`); a resumable
+    /// stream this edge follows anew gets a recovery check, in case entries were published
+    /// between reading `head` and subscribing.
+    pub fn follow(&self, conn: &Arc<Conn>, key: &StreamKey, head: Option<&Position>) -> Joined {
+        let joined = self.hub.subscribe(conn, key, head);
+        if joined.new && head.is_some() {
+            self.recovery.check_new(key);
+        }
+        joined
     }
 
     fn register(

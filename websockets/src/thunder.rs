@@ -342,9 +342,7 @@ async fn subscribe(edge: &EdgeState, session: &mut Session, name: &str) -> Resul
     let head = stream_head(edge, &key)
         .await
         .map_err(|_| (1011, "store unavailable; retry"))?;
-    if edge.hub.subscribe(&session.conn, &key, head.as_ref()).new && head.is_some() {
-        edge.recovery.check_new(&key);
-    }
+    edge.follow(&session.conn, &key, head.as_ref());
     session.joined(edge, channel, key);
     Ok(())
 }
