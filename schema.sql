@@ -147,6 +147,42 @@ CREATE INDEX IF NOT EXISTS messages_newest_first ON messages (app, created_us, i
 CREATE INDEX IF NOT EXISTS messages_pending_expiry ON messages (expires_us)
     WHERE status = 'PENDING' AND expires_us IS NOT NULL;
 
+-- Webhooks (SPEC §4): one per app. `events` lists the wanted kinds as ',sent,delivered,'
+-- (so a kind is wanted when `instr(events, ',<kind>,') > 0`). The lease columns say which
+-- dispatcher holds the app's outbox until when; the rest is how delivery is going.
+CREATE TABLE IF NOT EXISTS webhooks (
+    app              TEXT PRIMARY KEY,
+    url              TEXT NOT NULL,
+    secret           TEXT NOT NULL,
+    events           TEXT NOT NULL,
+    max_batch        INTEGER NOT NULL,
+    max_delay_ms     INTEGER NOT NULL,
+    updated_us       INTEGER NOT NULL,
+    lease_holder     TEXT,
+    lease_until_us   INTEGER NOT NULL DEFAULT 0,
+    next_attempt_us  INTEGER NOT NULL DEFAULT 0,
+    failures         INTEGER NOT NULL DEFAULT 0,
+    last_error       TEXT,
+    last_attempt_us  INTEGER,
+    last_success_us  INTEGER,
+    dropped          INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+-- The webhook outbox: events waiting to reach their app's webhook, written in the same
+-- transaction as the state change that caused them; `seq` orders them.
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    seq         INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    app         TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    message_id  TEXT,
+    foreign_id  TEXT,
+    recipient   TEXT,
+    at_us       INTEGER NOT NULL,
+    recorded_us INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_outbox_by_app ON webhook_outbox (app, seq);
+
 -- Force logout (SPEC §4): connection tokens of the user issued before not_before_us are
 -- refused.
 CREATE TABLE IF NOT EXISTS revocations (

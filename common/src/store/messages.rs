@@ -3,7 +3,9 @@
 //! of the recipient's inbox stream (`i/<app>/<user>`, DESIGN.md §4) so a socket can read
 //! "after the last position it saw"; it leaves `PENDING` exactly once, for `DELIVERED`,
 //! `CANCELLED` or `EXPIRED`, atomically in the store: never `DELIVERED` twice, never after
-//! `CANCELLED` or `EXPIRED`, never `DELIVERED` once its expiry has passed.
+//! `CANCELLED` or `EXPIRED`, never `DELIVERED` once its expiry has passed. Each creation
+//! and transition writes its webhook event (`sent`, `delivered`, `cancelled`, `expired`;
+//! `webhooks.rs`) to the outbox in the same transaction, when the app's webhook wants it.
 //!
 //! Listing is newest first with a keyset cursor (`created`, `id`), so a walk page by page
 //! never skips or repeats an item while new messages keep arriving (they sort before the

@@ -2,12 +2,12 @@
 //! processes never depend on a backend and a second backend (Redis) can land beside the
 //! first: `Queues` (Mozilla tokens, queues, messages), `Streams` (positions and replay of
 //! any resumable stream), `Channels` (history, idempotency), `Messages` (addressed
-//! messages and their status), `Contexts` (VPush),
+//! messages and their status), `Webhooks` (configuration and outbox), `Contexts` (VPush),
 //! `Revocations` (force logout), `Nodes` (the edge registry) and `Presence` (who is
 //! connected).
 //!
 //! A method returns only after the backend has made its effect durable where the concern
-//! is durable (queues, streams, channels, revocations), which is what lets the API answer
+//! is durable (queues, streams, channels, messages, webhooks, revocations), which is what lets the API answer
 //! 2xx after a write; nodes and presence are live state that is rebuilt by heartbeats and
 //! never waits behind the durable writer. Absence is expressed in return types (`Option`,
 //! `bool`); `StoreError` is reserved for the store itself failing. Each trait has its
@@ -30,6 +30,7 @@ pub mod queues;
 pub mod revocations;
 pub mod sqlite;
 pub mod streams;
+pub mod webhooks;
 
 pub use channels::{ChannelInfo, Channels, History, Idempotency, Publication};
 pub use contexts::{Context, Contexts};
@@ -41,6 +42,9 @@ pub use presence::{Alive, Presence, PresenceCount};
 pub use queues::{After, Appended, Queue, QueueScope, Queues};
 pub use revocations::Revocations;
 pub use streams::{MAX_HEADS, Streams};
+pub use webhooks::{
+    Batch, BatchOutcome, EventKind, OutboxLimits, Webhook, WebhookEvent, WebhookState, Webhooks,
+};
 
 /// The store failed; the caller's request may be retried.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -68,6 +72,7 @@ pub struct Stores {
     pub streams: Arc<dyn Streams>,
     pub channels: Arc<dyn Channels>,
     pub messages: Arc<dyn Messages>,
+    pub webhooks: Arc<dyn Webhooks>,
     pub contexts: Arc<dyn Contexts>,
     pub revocations: Arc<dyn Revocations>,
     pub nodes: Arc<dyn Nodes>,
@@ -105,6 +110,7 @@ pub async fn open(config: &StoreConfig) -> anyhow::Result<Stores> {
                 streams: durable.clone(),
                 channels: durable.clone(),
                 messages: durable.clone(),
+                webhooks: durable.clone(),
                 contexts: durable.clone(),
                 revocations: durable.clone(),
                 nodes: live.clone(),

@@ -11,6 +11,7 @@ mod nodes;
 mod presence;
 mod queues;
 mod revocations;
+mod webhooks;
 
 /// Runs every concern's checks against `stores` (which must be empty).
 pub async fn run_all(stores: Stores) {
@@ -18,6 +19,7 @@ pub async fn run_all(stores: Stores) {
     queues::run(&stores).await;
     channels::run(&stores).await;
     messages::run(&stores).await;
+    webhooks::run(&stores).await;
     contexts::run(&stores).await;
     revocations::run(&stores).await;
     nodes::run(&stores).await;

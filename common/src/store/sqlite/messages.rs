@@ -1,18 +1,19 @@
 //! The `Messages` concern on SQLite: one `messages` row per recipient at its offset of the
 //! recipient's inbox stream (`i/<app>/<user>` in `streams`), status transitions as one
 //! conditional `UPDATE … WHERE status = 'PENDING'` (so a transition happens once however
-//! many writers race), and keyset listing newest first.
+//! many writers race) with its webhook event (`sent`, `delivered`, `cancelled`, `expired`)
+//! written to the outbox in the same transaction, and keyset listing newest first.
 
 use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
-use super::{SqliteStore, limit_value, offset_value, to_u64};
+use super::{SqliteStore, limit_value, offset_value, to_u64, webhooks};
 use crate::ids::{AppId, UserId};
 use crate::message::JsonText;
 use crate::store::{
-    AddressedMessage, ListCursor, MessageBody, MessageFilter, MessageStatus, Messages, StoreResult,
-    Transition,
+    AddressedMessage, EventKind, ListCursor, MessageBody, MessageFilter, MessageStatus, Messages,
+    StoreResult, Transition,
 };
 use crate::stream::{Position, StreamKey, new_epoch};
 
@@ -108,6 +109,7 @@ fn insert(c: &Connection, m: &AddressedMessage) -> rusqlite::Result<Position> {
         m.expires_us,
         m.global_message_id,
     ])?;
+    webhooks::message_event(c, EventKind::Sent, m, m.created_us)?;
     Ok(position)
 }
 
@@ -137,13 +139,23 @@ fn transition(
              WHERE app = ?2 AND id = ?3 AND status = 'PENDING'{unexpired}"
         ))?
         .execute(params![to.as_str(), app.as_str(), id, at_us])?;
-    Ok(by_id(c, app.as_str(), id)?.map(|m| {
-        if changed == 1 {
-            Transition::Done(m)
-        } else {
-            Transition::Refused(m)
-        }
-    }))
+    let Some(m) = by_id(c, app.as_str(), id)? else {
+        return Ok(None);
+    };
+    if changed == 0 {
+        return Ok(Some(Transition::Refused(m)));
+    }
+    webhooks::message_event(c, event_of(to), &m, at_us)?;
+    Ok(Some(Transition::Done(m)))
+}
+
+/// The webhook event of a transition to `to`.
+fn event_of(to: MessageStatus) -> EventKind {
+    match to {
+        MessageStatus::Pending | MessageStatus::Delivered => EventKind::Delivered,
+        MessageStatus::Cancelled => EventKind::Cancelled,
+        MessageStatus::Expired => EventKind::Expired,
+    }
 }
 
 /// The `WHERE` clause and parameters of `filter` (after `app = ?`), and of the cursor.
@@ -300,8 +312,14 @@ impl Messages for SqliteStore {
                                      WHERE status = 'PENDING' AND expires_us <= ?1 LIMIT ?2)
                  RETURNING {COLUMNS}"
             ))?;
-            let rows = stmt.query_map(params![now_us, limit_value(limit)], message_from_row)?;
-            rows.map(|r| r.map(|(_, m)| m)).collect()
+            let expired = stmt
+                .query_map(params![now_us, limit_value(limit)], message_from_row)?
+                .map(|r| r.map(|(_, m)| m))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            for m in &expired {
+                webhooks::message_event(c, EventKind::Expired, m, now_us)?;
+            }
+            Ok(expired)
         })
         .await
     }

@@ -38,6 +38,7 @@ mod messages;
 mod queues;
 mod revocations;
 mod streams;
+mod webhooks;
 
 pub use live::SqliteLive;
 
