@@ -3,7 +3,7 @@
 //! after the store accepted the write answers and hands the delivery to the routers
 //! (`publisher`). Surfaces: the Mozilla-compatible API (SPEC §3), `/api/v1` (§4),
 //! Thunderpush and VPush (§5); plus `/health`, `/version`, `/metrics` and
-//! `/openapi.json` (`ops`).
+//! `/openapi.json` (`ops`). Each process also runs a webhook dispatcher (`outbox`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use warp::Filter;
 
 mod ops;
+pub mod outbox;
 pub mod publisher;
 pub mod service;
 pub mod surface;
@@ -59,6 +60,8 @@ pub struct Api {
     state: Arc<AppState>,
     dispatcher: tokio::task::JoinHandle<()>,
     stop_dispatcher: CancellationToken,
+    /// The webhook dispatcher (`outbox`), unless `webhooks.dispatch` is off.
+    webhooks: Option<tokio::task::JoinHandle<()>>,
     drain: Duration,
     max_connections: usize,
 }
@@ -105,6 +108,12 @@ pub async fn bind(config: &Config) -> anyhow::Result<Api> {
     let metrics = Metrics::new("api");
     let stop_dispatcher = CancellationToken::new();
     let (services, dispatcher) = services(config, &metrics, stop_dispatcher.clone()).await?;
+    let webhooks = outbox::start(
+        services.stores.clone(),
+        config.webhooks.clone(),
+        &metrics,
+        stop_dispatcher.clone(),
+    )?;
     let state = AppState {
         services,
         max_body_bytes: config.api.max_body_bytes,
@@ -129,6 +138,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Api> {
         state: Arc::new(state),
         dispatcher,
         stop_dispatcher,
+        webhooks,
         drain: ms(config.api.drain_ms),
         max_connections: config.api.max_connections,
     })
@@ -156,6 +166,9 @@ impl Api {
             .await;
         self.stop_dispatcher.cancel();
         let _ = self.dispatcher.await;
+        if let Some(webhooks) = self.webhooks {
+            let _ = webhooks.await;
+        }
         Ok(())
     }
 }

@@ -27,6 +27,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub websockets: EdgeConfig,
     pub monitor: MonitorConfig,
+    pub webhooks: WebhooksConfig,
     pub apps: Vec<AppConfig>,
 }
 
@@ -252,6 +253,47 @@ impl Default for MonitorConfig {
     }
 }
 
+/// `[webhooks]`: how the API processes deliver webhook batches (SPEC §4 Webhooks;
+/// docs/webhooks.md). Every API process runs a dispatcher; a lease in the store lets one
+/// at a time send an app's batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Whether this process dispatches (the others still record events).
+    pub dispatch: bool,
+    /// How often an idle dispatcher looks for due batches.
+    pub poll_ms: u64,
+    /// A receiver that has not answered within this is a failed attempt.
+    pub timeout_ms: u64,
+    /// How long a claimed batch stays with its dispatcher; longer than `timeout_ms`, so a
+    /// live dispatcher never loses it mid-request, and what a killed one delays.
+    pub lease_ms: u64,
+    /// Backoff after the first failure; doubles per failure up to `backoff_max_ms`.
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Events older than this are dropped (counted in the webhook's `dropped`) instead of
+    /// retried again.
+    pub max_age_ms: u64,
+    /// Most events kept per app while its receiver fails; the oldest beyond are dropped
+    /// (counted).
+    pub max_pending: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            dispatch: true,
+            poll_ms: 100,
+            timeout_ms: 10_000,
+            lease_ms: 30_000,
+            backoff_min_ms: 1_000,
+            backoff_max_ms: 300_000,
+            max_age_ms: 24 * 3_600_000,
+            max_pending: 100_000,
+        }
+    }
+}
+
 /// `[[apps]]`: a tenant with its public key and secret API keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -399,11 +441,29 @@ impl Config {
                 self.monitor.failures_before_down as u64,
             ),
             ("monitor.prune_after_ms", self.monitor.prune_after_ms),
+            ("webhooks.poll_ms", self.webhooks.poll_ms),
+            ("webhooks.timeout_ms", self.webhooks.timeout_ms),
+            ("webhooks.backoff_min_ms", self.webhooks.backoff_min_ms),
+            ("webhooks.max_age_ms", self.webhooks.max_age_ms),
+            ("webhooks.max_pending", self.webhooks.max_pending),
         ];
         for (name, value) in positive {
             if value == 0 {
                 problems.push(format!("{name} must be greater than 0"));
             }
+        }
+        let w = &self.webhooks;
+        if w.lease_ms <= w.timeout_ms {
+            problems.push(format!(
+                "webhooks.lease_ms ({}) must be greater than webhooks.timeout_ms ({})",
+                w.lease_ms, w.timeout_ms
+            ));
+        }
+        if w.backoff_max_ms < w.backoff_min_ms {
+            problems.push(format!(
+                "webhooks.backoff_max_ms ({}) must be at least webhooks.backoff_min_ms ({})",
+                w.backoff_max_ms, w.backoff_min_ms
+            ));
         }
         check_range(
             "api.max_body_bytes",

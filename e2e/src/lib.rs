@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod receiver;
 pub mod thunderpush;
 
 /// How long a cluster may take to become healthy on a loaded 2-core machine.

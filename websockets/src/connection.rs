@@ -41,6 +41,7 @@ use crate::frames::{
 use crate::hub::{Joined, close_code};
 use crate::session::Session;
 use crate::{EdgeState, thunder};
+use api::service::ServiceError;
 
 /// The upgraded client socket.
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
@@ -447,11 +448,7 @@ async fn handle_text(
                     Err(FrameError::new("unavailable", e.to_string()).into())
                 }
             },
-            ClientFrame::Event { .. } => Err(FrameError::new(
-                "unsupported",
-                "client events feed webhooks, which this server does not send yet",
-            )
-            .into()),
+            ClientFrame::Event { id, kind } => client_event(edge, session, &id, &kind).await,
         },
     }
 }
@@ -503,6 +500,30 @@ async fn publish(
         .await
         .map(|_| ())
         .map_err(|e| FrameError::new("unavailable", e.to_string()).into())
+}
+
+/// `event`: the client reports that its user clicked or closed addressed message `id`;
+/// recorded for the app's webhook (`clicked`, `close`).
+async fn client_event(
+    edge: &EdgeState,
+    session: &Session,
+    id: &str,
+    kind: &str,
+) -> Result<(), Handled> {
+    let grant = session
+        .grant()
+        .ok_or_else(|| FrameError::new("forbidden", "this socket has no user"))?;
+    edge.services
+        .client_event(&grant.app, &grant.user, id, kind)
+        .await
+        .map_err(|e| {
+            let code = match e {
+                ServiceError::BadRequest { .. } => "bad_request",
+                ServiceError::NotFound { .. } => "not_found",
+                _ => "unavailable",
+            };
+            FrameError::new(code, e.to_string()).into()
+        })
 }
 
 /// `subscribe`: follows `channel` live; with `since`, first replays its history after that

@@ -1,15 +1,16 @@
 //! Who a socket is and what it follows: a Mozilla token's socket follows the token's
 //! stream; a connection token's socket (native, Socrate, VPush) follows its user's stream
 //! (user messages, force logout) and the channels it subscribed to, within what its token
-//! allows. Opening a session registers the socket with the hub and counts its presence;
-//! closing it undoes both.
+//! allows. Opening a session registers the socket with the hub, counts its presence and
+//! records a `connected` webhook event; closing it undoes both and records
+//! `disconnected`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use common::ids::ChannelName;
 use common::jwt::Grant;
-use common::store::{MAX_HEADS, StoreError};
+use common::store::{EventKind, MAX_HEADS, StoreError};
 use common::stream::{Position, StreamKey};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -117,6 +118,9 @@ impl Session {
     /// Unregisters the socket and takes its presence back.
     pub fn close(self, edge: &EdgeState) {
         edge.unregister(&self.conn);
+        if let Some(grant) = self.grant() {
+            edge.socket_event(grant, EventKind::Disconnected);
+        }
         if let Some(user) = self.presence_key(None) {
             for channel in self.channels.keys() {
                 if let Some(key) = self.presence_key(Some(channel)) {
@@ -199,6 +203,9 @@ impl EdgeState {
         if let Some(user) = session.presence_key(None) {
             self.presence.add(user);
         }
+        if let Some(grant) = session.grant() {
+            self.socket_event(grant, EventKind::Connected);
+        }
         for (channel, key) in listed {
             if session.channels.contains_key(&channel) {
                 continue;
@@ -232,6 +239,18 @@ impl EdgeState {
         self.metrics.sockets.with_label_values(&["accepted"]).inc();
         self.metrics.connections.set(self.hub.len() as i64);
         Ok(registered)
+    }
+
+    /// Records a user's socket opening or closing for the app's webhook, off the socket's
+    /// path (a failure is logged: the event is lost, the socket is not).
+    fn socket_event(&self, grant: &Grant, kind: EventKind) {
+        let services = self.services.clone();
+        let (app, user) = (grant.app.clone(), grant.user.clone());
+        tokio::spawn(async move {
+            if let Err(e) = services.socket_event(&app, &user, kind).await {
+                tracing::warn!(error = %e, kind = kind.as_str(), "cannot record a socket event");
+            }
+        });
     }
 
     /// How many sockets of `user` this edge holds (per-user limit).

@@ -21,6 +21,7 @@ pub mod nodes;
 pub mod queues;
 pub mod tokens;
 pub mod users;
+pub mod webhooks;
 
 /// Why an operation failed, in terms every surface can render.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

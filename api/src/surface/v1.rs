@@ -1,5 +1,5 @@
 //! Herald's own server API, `/api/v1` (SPEC §4): connection tokens, channels with history,
-//! users and presence, addressed messages (`messages`). JSON only; authenticated with an app's API key (`Authorization:
+//! users and presence, addressed messages (`messages`), the webhook (`webhooks`). JSON only; authenticated with an app's API key (`Authorization:
 //! Bearer`, `Authorization`, or `x-api-key`) that must hold each route's scope; rate
 //! limited per key. Errors: `{"error": {"code", "message", "details"}}` with the status
 //! of their code, `details.field` naming the input at fault.
@@ -23,6 +23,7 @@ use crate::service::channels::{ChannelPublish, ChannelView, Published};
 use crate::service::tokens::TokenRequest;
 
 mod messages;
+mod webhooks;
 
 /// Default and largest page of channel history.
 const DEFAULT_LIMIT: usize = 100;
@@ -343,6 +344,22 @@ pub fn routes(state: Arc<AppState>) -> Surface {
         &["messages", "{}", "cancel"],
         "v1_message_cancel",
         |r| Box::pin(messages::cancel(r)),
+    ))
+    .unify()
+    .or(route(s, Method::PUT, &["webhook"], "v1_webhook_put", |r| {
+        Box::pin(webhooks::put(r))
+    }))
+    .unify()
+    .or(route(s, Method::GET, &["webhook"], "v1_webhook_get", |r| {
+        Box::pin(webhooks::get(r))
+    }))
+    .unify()
+    .or(route(
+        s,
+        Method::DELETE,
+        &["webhook"],
+        "v1_webhook_delete",
+        |r| Box::pin(webhooks::delete(r)),
     ))
     .unify();
     warp::path("api")
