@@ -520,6 +520,7 @@ async fn every_answer_matches_the_openapi_document() {
     channels(&mut c).await;
     users(&mut c).await;
     messages(&mut c).await;
+    webhooks(&mut c).await;
     mozilla(&mut c).await;
     thunderpush(&mut c).await;
     vpush(&mut c).await;
@@ -913,6 +914,55 @@ async fn messages(c: &mut Checker) {
             .expect(404),
     )
     .await;
+}
+
+/// The webhook: set, read, remove; its refusals.
+async fn webhooks(c: &mut Checker) {
+    c.check(get("/api/v1/webhook").bearer(ADMIN).expect(404))
+        .await;
+    c.check(delete("/api/v1/webhook").bearer(ADMIN).expect(404))
+        .await;
+    let config = json!({"url": "http://127.0.0.1:9/hook", "secret": "s", "events": ["sent"]});
+    c.check(
+        put("/api/v1/webhook")
+            .bearer(ADMIN)
+            .json(config.clone())
+            .expect(200),
+    )
+    .await;
+    c.check(get("/api/v1/webhook").bearer(ADMIN).expect(200))
+        .await;
+    for (body, secret, status) in [
+        (json!({"url": "ftp://x/", "secret": "s"}), ADMIN, 400),
+        (
+            json!({"url": "http://x/", "secret": "s", "maxBatch": 0}),
+            ADMIN,
+            400,
+        ),
+        (config.clone(), READER, 403),
+        (config.clone(), WRONG, 401),
+    ] {
+        c.check(
+            put("/api/v1/webhook")
+                .bearer(secret)
+                .json(body)
+                .expect(status),
+        )
+        .await;
+    }
+    c.check(
+        put("/api/v1/webhook")
+            .bearer(ADMIN)
+            .json(oversized())
+            .expect(413),
+    )
+    .await;
+    c.check(get("/api/v1/webhook").bearer(SENDER).expect(403))
+        .await;
+    c.check(delete("/api/v1/webhook").bearer(SENDER).expect(403))
+        .await;
+    c.check(delete("/api/v1/webhook").bearer(ADMIN).expect(204))
+        .await;
 }
 
 /// The Mozilla-compatible API: tokens, queues, messages, read marks, nodes.
