@@ -147,6 +147,17 @@ CREATE INDEX IF NOT EXISTS messages_newest_first ON messages (app, created_us, i
 CREATE INDEX IF NOT EXISTS messages_pending_expiry ON messages (expires_us)
     WHERE status = 'PENDING' AND expires_us IS NOT NULL;
 
+-- Message templates (SPEC §4 Templates): `content` is the JSON object a message sent with
+-- the template carries, kept as its exact text; `ttl` in seconds.
+CREATE TABLE IF NOT EXISTS templates (
+    app        TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    content    TEXT NOT NULL,
+    ttl        INTEGER,
+    created_us INTEGER NOT NULL,
+    PRIMARY KEY (app, id)
+) WITHOUT ROWID;
+
 -- Webhooks (SPEC §4): one per app. `events` lists the wanted kinds as ',sent,delivered,'
 -- (so a kind is wanted when `instr(events, ',<kind>,') > 0`). The lease columns say which
 -- dispatcher holds the app's outbox until when; the rest is how delivery is going.

@@ -377,3 +377,99 @@ async fn ack_mode_marks_delivered_on_ack_and_resends_the_rest() {
         "another user's ack did nothing: {gus}"
     );
 }
+
+#[tokio::test]
+async fn templates_are_stored_used_in_sends_and_refused_naming_the_field() {
+    let cluster = Cluster::start(Options::default()).await;
+    let api = v1(&cluster);
+    let (status, template) = api
+        .call(
+            "POST",
+            "templates",
+            Some(json!({"title": "Sale", "body": "50% off", "data": {"sku": [1, 2]},
+                        "actionUrl": "https://shop.example/sale", "icon": "https://shop.example/i.png",
+                        "ttl": 3600})),
+        )
+        .await;
+    assert_eq!(status, 201, "{template}");
+    let id = template["id"].as_str().unwrap().to_owned();
+    assert_eq!(template["ttl"], 3600);
+    let (status, read) = api.call("GET", &format!("templates/{id}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(read, template);
+
+    // A send with the template: each message carries its content as data, and its ttl.
+    let mut gina = connect(&cluster, &api, "gina").await;
+    let sent = send(
+        &api,
+        json!({"recipients": ["gina", {"id": "hal", "foreignId": "f-hal"}], "template": id}),
+    )
+    .await;
+    let content = json!({"title": "Sale", "body": "50% off", "data": {"sku": [1, 2]},
+                         "actionUrl": "https://shop.example/sale", "icon": "https://shop.example/i.png"});
+    let items = sent["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    for item in items {
+        assert_eq!(item["data"], content, "{item}");
+        assert!(item["expiresAt"].is_string(), "the template's ttl: {item}");
+    }
+    let frame = gina.next_event(DEADLINE).await;
+    assert_eq!(frame["type"], "message", "{frame}");
+    assert_eq!(frame["data"], content);
+
+    // Deleting the template leaves sent messages as they are.
+    let (status, _) = api.call("DELETE", &format!("templates/{id}"), None).await;
+    assert_eq!(status, 204);
+    let (status, _) = api.call("GET", &format!("templates/{id}"), None).await;
+    assert_eq!(status, 404);
+    let (status, _) = api.call("DELETE", &format!("templates/{id}"), None).await;
+    assert_eq!(status, 404);
+    let hal = items[1]["id"].as_str().unwrap();
+    let (_, message) = api.call("GET", &format!("messages/{hal}"), None).await;
+    assert_eq!(message["data"], content);
+
+    // Refusals name their field, and store nothing.
+    let (_, before) = api.call("GET", "messages?limit=100", None).await;
+    for (body, field) in [
+        (json!({"recipients": ["x"], "template": id}), "template"),
+        (json!({"recipients": ["x"], "template": "nope"}), "template"),
+        (json!({"recipients": ["x"], "template": 5}), "template"),
+        (
+            json!({"recipients": ["x"], "template": "t", "message": "m"}),
+            "template",
+        ),
+        (
+            json!({"recipients": ["x"], "message": "m", "data": 1}),
+            "data",
+        ),
+    ] {
+        let (status, answer) = api.call("POST", "messages", Some(body.clone())).await;
+        assert_eq!(status, 400, "{body} → {answer}");
+        assert_eq!(
+            answer["error"]["details"]["field"], field,
+            "{body} → {answer}"
+        );
+    }
+    let (_, after) = api.call("GET", "messages?limit=100", None).await;
+    assert_eq!(before["items"], after["items"], "nothing stored");
+    for (body, field) in [
+        (json!({}), "title"),
+        (json!({"icon": "https://x/i.png"}), "title"),
+        (json!({"title": 5}), "title"),
+        (json!({"title": "x".repeat(4097)}), "title"),
+        (
+            json!({"body": "b", "actionUrl": "javascript:alert(1)"}),
+            "actionUrl",
+        ),
+        (json!({"body": "b", "icon": "/relative.png"}), "icon"),
+        (json!({"body": "b", "ttl": 0}), "ttl"),
+        (json!({"body": "b", "ttl": -5}), "ttl"),
+    ] {
+        let (status, answer) = api.call("POST", "templates", Some(body.clone())).await;
+        assert_eq!(status, 400, "{body} → {answer}");
+        assert_eq!(
+            answer["error"]["details"]["field"], field,
+            "{body} → {answer}"
+        );
+    }
+}

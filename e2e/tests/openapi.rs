@@ -521,6 +521,7 @@ async fn every_answer_matches_the_openapi_document() {
     users(&mut c).await;
     messages(&mut c).await;
     webhooks(&mut c).await;
+    templates(&mut c).await;
     mozilla(&mut c).await;
     thunderpush(&mut c).await;
     vpush(&mut c).await;
@@ -910,6 +911,72 @@ async fn messages(c: &mut Checker) {
     .await;
     c.check(
         post("/api/v1/messages/nope/cancel")
+            .bearer(ADMIN)
+            .expect(404),
+    )
+    .await;
+}
+
+/// Templates: create, read, send with, delete; their refusals.
+async fn templates(c: &mut Checker) {
+    let template = c
+        .check(
+            post("/api/v1/templates")
+                .bearer(ADMIN)
+                .json(json!({"title": "t", "body": "b", "data": {"k": 1},
+                             "actionUrl": "https://x.example/", "icon": "https://x.example/i.png", "ttl": 60}))
+                .expect(201),
+        )
+        .await;
+    let id = template["id"].as_str().unwrap().to_owned();
+    c.check(
+        post("/api/v1/templates")
+            .bearer(ADMIN)
+            .json(json!({}))
+            .expect(400),
+    )
+    .await;
+    c.check(
+        post("/api/v1/templates")
+            .bearer(SENDER)
+            .json(json!({"title": "t"}))
+            .expect(403),
+    )
+    .await;
+    c.check(
+        get(format!("/api/v1/templates/{id}"))
+            .bearer(ADMIN)
+            .expect(200),
+    )
+    .await;
+    c.check(
+        post("/api/v1/messages")
+            .bearer(ADMIN)
+            .json(json!({"recipients": ["ivy"], "template": id}))
+            .expect(201),
+    )
+    .await;
+    c.check(
+        post("/api/v1/messages")
+            .bearer(ADMIN)
+            .json(json!({"recipients": ["ivy"], "template": "nope"}))
+            .expect(400),
+    )
+    .await;
+    c.check(
+        delete(format!("/api/v1/templates/{id}"))
+            .bearer(ADMIN)
+            .expect(204),
+    )
+    .await;
+    c.check(
+        get(format!("/api/v1/templates/{id}"))
+            .bearer(ADMIN)
+            .expect(404),
+    )
+    .await;
+    c.check(
+        delete(format!("/api/v1/templates/{id}"))
             .bearer(ADMIN)
             .expect(404),
     )

@@ -27,12 +27,20 @@ pub struct Recipient {
     pub foreign_id: Option<String>,
 }
 
+/// What a send carries: its own content, or a stored template's.
+#[derive(Debug, Clone)]
+pub enum Content {
+    Body(MessageBody),
+    /// The template's id; its content becomes the message's `data`.
+    Template(String),
+}
+
 /// A send to recipients.
 #[derive(Debug, Clone)]
 pub struct Send {
     pub app: AppId,
     pub recipients: Vec<Recipient>,
-    pub body: MessageBody,
+    pub content: Content,
     pub topic: Option<String>,
     /// When the message stops waiting, µs since the epoch.
     pub expires_us: Option<i64>,
@@ -88,6 +96,26 @@ impl Services {
         if send.expires_us.is_some_and(|e| e <= now) {
             return Err(ServiceError::bad_request("expiresAt", "is in the past"));
         }
+        let (body, expires_us) = match send.content {
+            Content::Body(body) => (body, send.expires_us),
+            Content::Template(id) => {
+                let template = self
+                    .stores
+                    .templates
+                    .template(&send.app, &id)
+                    .await?
+                    .ok_or_else(|| {
+                        ServiceError::bad_request("template", format!("no template {id:?}"))
+                    })?;
+                let from_ttl = template
+                    .ttl
+                    .map(|ttl| now.saturating_add((ttl as i64).saturating_mul(1_000_000)));
+                (
+                    MessageBody::Data(template.content),
+                    send.expires_us.or(from_ttl),
+                )
+            }
+        };
         let mut sent = Sent::default();
         for r in send.recipients {
             match UserId::parse(r.id.as_str()) {
@@ -96,11 +124,11 @@ impl Services {
                     app: send.app.clone(),
                     recipient: user,
                     foreign_id: r.foreign_id,
-                    body: send.body.clone(),
+                    body: body.clone(),
                     topic: send.topic.clone(),
                     status: MessageStatus::Pending,
                     created_us: now,
-                    expires_us: send.expires_us,
+                    expires_us,
                     delivered_us: None,
                     cancelled_us: None,
                     expired_us: None,
@@ -174,6 +202,21 @@ impl Services {
                 id: m.id.clone(),
             });
         Ok((items, next))
+    }
+}
+
+/// Checks that `url`, the value of `field`, is an absolute http(s) URL of sane length.
+pub fn url_field(field: &str, url: &str) -> ServiceResult<()> {
+    const MAX_URL: usize = 2_048;
+    if url.len() > MAX_URL {
+        return Err(ServiceError::bad_request(
+            field,
+            format!("is longer than {MAX_URL} bytes"),
+        ));
+    }
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(()),
+        _ => Err(ServiceError::bad_request(field, "must be an http(s) URL")),
     }
 }
 

@@ -19,6 +19,7 @@ pub mod contexts;
 pub mod messages;
 pub mod nodes;
 pub mod queues;
+pub mod templates;
 pub mod tokens;
 pub mod users;
 pub mod webhooks;

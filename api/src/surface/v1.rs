@@ -1,5 +1,5 @@
 //! Herald's own server API, `/api/v1` (SPEC §4): connection tokens, channels with history,
-//! users and presence, addressed messages (`messages`), the webhook (`webhooks`). JSON only; authenticated with an app's API key (`Authorization:
+//! users and presence, addressed messages (`messages`), templates (`templates`), the webhook (`webhooks`). JSON only; authenticated with an app's API key (`Authorization:
 //! Bearer`, `Authorization`, or `x-api-key`) that must hold each route's scope; rate
 //! limited per key. Errors: `{"error": {"code", "message", "details"}}` with the status
 //! of their code, `details.field` naming the input at fault.
@@ -23,6 +23,7 @@ use crate::service::channels::{ChannelPublish, ChannelView, Published};
 use crate::service::tokens::TokenRequest;
 
 mod messages;
+mod templates;
 mod webhooks;
 
 /// Default and largest page of channel history.
@@ -344,6 +345,30 @@ pub fn routes(state: Arc<AppState>) -> Surface {
         &["messages", "{}", "cancel"],
         "v1_message_cancel",
         |r| Box::pin(messages::cancel(r)),
+    ))
+    .unify()
+    .or(route(
+        s,
+        Method::POST,
+        &["templates"],
+        "v1_template_create",
+        |r| Box::pin(templates::create(r)),
+    ))
+    .unify()
+    .or(route(
+        s,
+        Method::GET,
+        &["templates", "{}"],
+        "v1_template_get",
+        |r| Box::pin(templates::get(r)),
+    ))
+    .unify()
+    .or(route(
+        s,
+        Method::DELETE,
+        &["templates", "{}"],
+        "v1_template_delete",
+        |r| Box::pin(templates::delete(r)),
     ))
     .unify()
     .or(route(s, Method::PUT, &["webhook"], "v1_webhook_put", |r| {

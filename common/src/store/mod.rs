@@ -2,7 +2,7 @@
 //! processes never depend on a backend and a second backend (Redis) can land beside the
 //! first: `Queues` (Mozilla tokens, queues, messages), `Streams` (positions and replay of
 //! any resumable stream), `Channels` (history, idempotency), `Messages` (addressed
-//! messages and their status), `Webhooks` (configuration and outbox), `Contexts` (VPush),
+//! messages and their status), `Webhooks` (configuration and outbox), `Templates`, `Contexts` (VPush),
 //! `Revocations` (force logout), `Nodes` (the edge registry) and `Presence` (who is
 //! connected).
 //!
@@ -30,6 +30,7 @@ pub mod queues;
 pub mod revocations;
 pub mod sqlite;
 pub mod streams;
+pub mod templates;
 pub mod webhooks;
 
 pub use channels::{ChannelInfo, Channels, History, Idempotency, Publication};
@@ -42,6 +43,7 @@ pub use presence::{Alive, Presence, PresenceCount};
 pub use queues::{After, Appended, Queue, QueueScope, Queues};
 pub use revocations::Revocations;
 pub use streams::{MAX_HEADS, Streams};
+pub use templates::{Template, Templates};
 pub use webhooks::{
     Batch, BatchOutcome, EventKind, OutboxLimits, Webhook, WebhookEvent, WebhookState, Webhooks,
 };
@@ -73,6 +75,7 @@ pub struct Stores {
     pub channels: Arc<dyn Channels>,
     pub messages: Arc<dyn Messages>,
     pub webhooks: Arc<dyn Webhooks>,
+    pub templates: Arc<dyn Templates>,
     pub contexts: Arc<dyn Contexts>,
     pub revocations: Arc<dyn Revocations>,
     pub nodes: Arc<dyn Nodes>,
@@ -111,6 +114,7 @@ pub async fn open(config: &StoreConfig) -> anyhow::Result<Stores> {
                 channels: durable.clone(),
                 messages: durable.clone(),
                 webhooks: durable.clone(),
+                templates: durable.clone(),
                 contexts: durable.clone(),
                 revocations: durable.clone(),
                 nodes: live.clone(),

@@ -11,7 +11,7 @@ use common::store::{AddressedMessage, ListCursor, MessageBody, MessageFilter, Me
 use serde_json::{Value, json};
 
 use super::{ApiError, Outcome, Request, V1Request, created, ok};
-use crate::service::messages::{MAX_TTL, Recipient, Send, Sent};
+use crate::service::messages::{Content, MAX_TTL, Recipient, Send, Sent};
 use crate::surface::json::JsonObject;
 
 /// Default and largest page of a listing.
@@ -101,29 +101,31 @@ fn recipients(body: &JsonObject) -> Result<Vec<Recipient>, ApiError> {
         .collect()
 }
 
-/// The content, topic and expiry of a send.
-fn content(body: &JsonObject) -> Result<(MessageBody, Option<String>, Option<i64>), ApiError> {
-    if body.has("template") {
-        return Err(ApiError::bad_request(
-            "template",
-            "templates are not available on this server yet; send message or data",
-        ));
-    }
+/// The content, topic and expiry of a send: exactly one of `message`, `data`, `template`.
+fn content(body: &JsonObject) -> Result<(Content, Option<String>, Option<i64>), ApiError> {
     let message = body.string("message")?;
     let data = body.value("data").cloned();
-    let content = match (message, data) {
-        (Some(text), None) => MessageBody::Text(text),
-        (None, Some(data)) => MessageBody::Data(JsonText::from(data)),
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "data",
-                "give message or data, not both",
-            ));
-        }
-        (None, None) => {
+    let template = body.string("template")?;
+    let content = match (message, data, template) {
+        (Some(text), None, None) => Content::Body(MessageBody::Text(text)),
+        (None, Some(data), None) => Content::Body(MessageBody::Data(JsonText::from(data))),
+        (None, None, Some(id)) => Content::Template(id),
+        (None, None, None) => {
             return Err(ApiError::bad_request(
                 "message",
-                "message or data is required",
+                "one of message, data or template is required",
+            ));
+        }
+        (_, _, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "template",
+                "give one of message, data or template",
+            ));
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "data",
+                "give one of message, data or template",
             ));
         }
     };
@@ -158,11 +160,11 @@ pub async fn send(r: Request) -> Outcome {
     let caller = r.authorize("messages:send")?;
     let body = r.json()?;
     let recipients = recipients(&body)?;
-    let (body, topic, expires_us) = content(&body)?;
+    let (content, topic, expires_us) = content(&body)?;
     let send = Send {
         app: caller.app.id.clone(),
         recipients,
-        body,
+        content,
         topic,
         expires_us,
     };
@@ -174,14 +176,14 @@ pub async fn send_to_user(r: Request) -> Outcome {
     let caller = r.authorize("messages:send")?;
     let user = r.user()?;
     let body = r.json()?;
-    let (body, topic, expires_us) = content(&body)?;
+    let (content, topic, expires_us) = content(&body)?;
     let send = Send {
         app: caller.app.id.clone(),
         recipients: vec![Recipient {
             id: user.as_str().to_owned(),
             foreign_id: None,
         }],
-        body,
+        content,
         topic,
         expires_us,
     };

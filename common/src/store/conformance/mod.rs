@@ -11,6 +11,7 @@ mod nodes;
 mod presence;
 mod queues;
 mod revocations;
+mod templates;
 mod webhooks;
 
 /// Runs every concern's checks against `stores` (which must be empty).
@@ -20,6 +21,7 @@ pub async fn run_all(stores: Stores) {
     channels::run(&stores).await;
     messages::run(&stores).await;
     webhooks::run(&stores).await;
+    templates::run(&stores).await;
     contexts::run(&stores).await;
     revocations::run(&stores).await;
     nodes::run(&stores).await;

@@ -38,6 +38,7 @@ mod messages;
 mod queues;
 mod revocations;
 mod streams;
+mod templates;
 mod webhooks;
 
 pub use live::SqliteLive;
