@@ -147,6 +147,22 @@ CREATE INDEX IF NOT EXISTS messages_newest_first ON messages (app, created_us, i
 CREATE INDEX IF NOT EXISTS messages_pending_expiry ON messages (expires_us)
     WHERE status = 'PENDING' AND expires_us IS NOT NULL;
 
+-- Broadcasts (SPEC §4; Socrate's global messages): each reaches connected recipients as one
+-- `messages` row per recipient carrying `global_message_id`.
+CREATE TABLE IF NOT EXISTS global_messages (
+    app        TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    topic      TEXT,
+    created_us INTEGER NOT NULL,
+    expires_us INTEGER,
+    PRIMARY KEY (app, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS global_messages_newest_first ON global_messages (app, created_us, id);
+CREATE INDEX IF NOT EXISTS messages_by_global ON messages (app, global_message_id)
+    WHERE global_message_id IS NOT NULL;
+
 -- Message templates (SPEC §4 Templates): `content` is the JSON object a message sent with
 -- the template carries, kept as its exact text; `ttl` in seconds.
 CREATE TABLE IF NOT EXISTS templates (

@@ -186,6 +186,11 @@ pub enum Event {
     AddressedMessage {
         message: crate::store::AddressedMessage,
     },
+    /// A broadcast: each edge turns it into an addressed message to each matching user
+    /// connected there.
+    Broadcast {
+        message: crate::store::GlobalMessage,
+    },
     /// Force logout: close the user's sockets whose tokens were issued before `before_us`
     /// (close 4003).
     Logout {
@@ -202,6 +207,16 @@ impl Delivery {
             stream: StreamKey::mozilla_token(&message.token),
             position: Some(position),
             event: Event::QueueMessage { message },
+            origin: None,
+        }
+    }
+
+    /// A broadcast, live to every edge (never stored as a stream entry).
+    pub fn broadcast(message: crate::store::GlobalMessage) -> Delivery {
+        Delivery {
+            stream: StreamKey::broadcast(&message.app),
+            position: None,
+            event: Event::Broadcast { message },
             origin: None,
         }
     }

@@ -18,7 +18,8 @@ use crate::ids::{AppId, ChannelName, UserId};
 /// The name of one stream. Opaque to most code; built and parsed only here.
 ///
 /// Shapes: `t/<token id>` (a Mozilla token: all messages of its queues),
-/// `c/<app>/<channel>` (a channel), `u/<app>/<user id>` (a user's sockets).
+/// `c/<app>/<channel>` (a channel), `u/<app>/<user id>` (a user's sockets), `i/<app>/<user
+/// id>` (a user's inbox), `b/<app>` (an app's broadcasts).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct StreamKey(String);
@@ -34,6 +35,8 @@ pub enum StreamKind<'a> {
     User { app: &'a str, user: &'a str },
     /// A user's inbox of addressed messages.
     Inbox { app: &'a str, user: &'a str },
+    /// An app's broadcasts, live only: every connection token's socket follows it.
+    Broadcast { app: &'a str },
 }
 
 impl StreamKey {
@@ -57,6 +60,11 @@ impl StreamKey {
         StreamKey(format!("i/{app}/{user}"))
     }
 
+    /// An app's broadcasts (`b/<app>`).
+    pub fn broadcast(app: &AppId) -> StreamKey {
+        StreamKey(format!("b/{app}"))
+    }
+
     /// Parses what the key names; `None` for a key of an unknown kind (e.g. from a newer
     /// process in a mixed-version cluster).
     pub fn kind(&self) -> Option<StreamKind<'_>> {
@@ -70,6 +78,9 @@ impl StreamKey {
             "c" => pair().map(|(app, channel)| StreamKind::Channel { app, channel }),
             "u" => pair().map(|(app, user)| StreamKind::User { app, user }),
             "i" => pair().map(|(app, user)| StreamKind::Inbox { app, user }),
+            "b" if !rest.is_empty() && !rest.contains('/') => {
+                Some(StreamKind::Broadcast { app: rest })
+            }
             _ => None,
         }
     }
@@ -149,6 +160,10 @@ mod tests {
                 channel: "news"
             })
         );
+        let broadcast = StreamKey::broadcast(&app);
+        assert_eq!(broadcast.as_str(), "b/dev");
+        assert_eq!(broadcast.kind(), Some(StreamKind::Broadcast { app: "dev" }));
+        assert_eq!(StreamKey("b/".into()).kind(), None);
         let user = StreamKey::user(&app, &UserId::parse("a/b").unwrap());
         assert_eq!(
             user.kind(),

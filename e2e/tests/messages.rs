@@ -473,3 +473,117 @@ async fn templates_are_stored_used_in_sends_and_refused_naming_the_field() {
         );
     }
 }
+
+#[tokio::test]
+async fn broadcasts_reach_connected_recipients_by_topic_once_each() {
+    let cluster = Cluster::start(Options {
+        edges: 2,
+        ..Options::default()
+    })
+    .await;
+    let api = v1(&cluster);
+    // ann: topic news, on both edges; ben: no topics; cat: topic sport.
+    let ann_token = api.token(json!({"user": "ann", "topics": ["news"]})).await;
+    let (mut ann0, _) = Socket::native(&cluster.edge_url(0), &ann_token).await;
+    let (mut ann1, _) = Socket::native(&cluster.edge_url(1), &ann_token).await;
+    let mut ben = connect(&cluster, &api, "ben").await;
+    let cat_token = api.token(json!({"user": "cat", "topics": ["sport"]})).await;
+    let (mut cat, _) = Socket::native(&cluster.edge_url(1), &cat_token).await;
+
+    let (status, news) = api
+        .call(
+            "POST",
+            "broadcasts",
+            Some(json!({"data": {"headline": "x"}, "topic": "news", "ttl": 600})),
+        )
+        .await;
+    assert_eq!(status, 201, "{news}");
+    let news_id = news["id"].as_str().unwrap().to_owned();
+    assert_eq!(news["topic"], "news");
+    assert!(news["expiresAt"].is_string());
+    for socket in [&mut ann0, &mut ann1] {
+        let frame = socket.next_event(DEADLINE).await;
+        assert_eq!(frame["type"], "message", "{frame}");
+        assert_eq!(frame["data"], json!({"headline": "x"}));
+        assert_eq!(frame["topic"], "news");
+    }
+    // One message for ann (two edges, one recipient), none for the others.
+    let listed = eventually("ann's message of the broadcast", DEADLINE, || async {
+        let (_, page) = api
+            .call("GET", &format!("messages?globalMessageId={news_id}"), None)
+            .await;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        (items.len() == 1 && items[0]["status"] == "DELIVERED").then_some(items)
+    })
+    .await;
+    assert_eq!(listed[0]["recipient"], "ann");
+    assert_eq!(listed[0]["globalMessageId"], news_id.as_str());
+
+    // Without a topic: everyone connected.
+    let (status, all) = api
+        .call("POST", "broadcasts", Some(json!({"message": "to all"})))
+        .await;
+    assert_eq!(status, 201, "{all}");
+    let all_id = all["id"].as_str().unwrap().to_owned();
+    for socket in [&mut ann0, &mut ann1, &mut ben, &mut cat] {
+        let frame = socket.next_event(DEADLINE).await;
+        assert_eq!(frame["data"], "to all", "{frame}");
+    }
+    eventually("a message per recipient reached", DEADLINE, || async {
+        let (_, page) = api
+            .call("GET", &format!("messages?globalMessageId={all_id}"), None)
+            .await;
+        let mut recipients: Vec<String> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["recipient"].as_str().unwrap().to_owned())
+            .collect();
+        recipients.sort();
+        (recipients == ["ann", "ben", "cat"]).then_some(())
+    })
+    .await;
+    // ben and cat never got the news broadcast.
+    for socket in [&mut ben, &mut cat] {
+        assert_eq!(socket.try_next_json(QUIET).await, None);
+    }
+
+    // Listing, newest first, with filters and paging; bad input names its field.
+    let (_, page) = api.call("GET", "broadcasts?limit=1", None).await;
+    assert_eq!(page["items"][0]["id"], all_id.as_str());
+    let token = page["nextToken"].as_str().unwrap().to_owned();
+    let (_, next) = api
+        .call(
+            "GET",
+            &format!("broadcasts?limit=1&nextToken={token}"),
+            None,
+        )
+        .await;
+    assert_eq!(next["items"][0]["id"], news_id.as_str());
+    let (_, by_topic) = api.call("GET", "broadcasts?topic=news", None).await;
+    assert_eq!(by_topic["items"].as_array().unwrap().len(), 1);
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("createdFrom=2023-13-45", "createdFrom"),
+        ("expiresTo=yesterday", "expiresTo"),
+        ("nextToken=forged", "nextToken"),
+    ] {
+        let (status, answer) = api.call("GET", &format!("broadcasts?{query}"), None).await;
+        assert_eq!(status, 400, "{query} → {answer}");
+        assert_eq!(answer["error"]["details"]["field"], field, "{query}");
+    }
+    for (body, field) in [
+        (json!({}), "message"),
+        (json!({"message": "x", "data": 1}), "data"),
+        (
+            json!({"message": "x", "expiresAt": "2020-01-01T00:00:00Z"}),
+            "expiresAt",
+        ),
+        (json!({"message": "x", "topic": "t".repeat(300)}), "topic"),
+        (json!({"template": "nope"}), "template"),
+    ] {
+        let (status, answer) = api.call("POST", "broadcasts", Some(body.clone())).await;
+        assert_eq!(status, 400, "{body} → {answer}");
+        assert_eq!(answer["error"]["details"]["field"], field, "{body}");
+    }
+}

@@ -142,7 +142,7 @@ fn native_frame(delivery: &Delivery) -> Option<String> {
             }
             frame
         }
-        Event::QueueMessage { .. } | Event::Logout { .. } => return None,
+        Event::QueueMessage { .. } | Event::Logout { .. } | Event::Broadcast { .. } => return None,
     };
     Some(frame.to_string())
 }
@@ -165,7 +165,7 @@ fn vpush_frame(delivery: &Delivery) -> Option<String> {
             MessageBody::Data(data) => data.as_message_text(),
             text => addressed_text(text),
         },
-        Event::QueueMessage { .. } | Event::Logout { .. } => return None,
+        Event::QueueMessage { .. } | Event::Logout { .. } | Event::Broadcast { .. } => return None,
     };
     Some(json!({ "message": text }).to_string())
 }
@@ -179,7 +179,7 @@ fn thunder_message(delivery: &Delivery) -> Option<String> {
         }
         Event::UserMessage { message } => (message.data.text().to_owned(), None),
         Event::AddressedMessage { message } => (addressed_text(&message.body), None),
-        Event::QueueMessage { .. } | Event::Logout { .. } => return None,
+        Event::QueueMessage { .. } | Event::Logout { .. } | Event::Broadcast { .. } => return None,
     };
     let payload = serde_json::to_string(&text).ok()?;
     Some(match channel {

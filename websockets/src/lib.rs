@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub mod broadcast;
 pub mod connection;
 pub mod frames;
 mod handshake;
@@ -82,6 +83,8 @@ pub struct EdgeState {
     pending_handshakes: AtomicUsize,
     /// Live addressed messages on their way to being settled (`inbox`).
     pub inbox: inbox::Inbox,
+    /// The users connected here per app, and the broadcasts waiting to reach them.
+    pub members: broadcast::Members,
 }
 
 /// A legacy handshake in progress; releases its slot when dropped.
@@ -160,6 +163,15 @@ impl EdgeState {
         if let Event::Logout { before_us, .. } = &delivery.event {
             let closed = self.hub.logout(&key, *before_us);
             tracing::debug!(closed, "force logout");
+            return;
+        }
+        if let Event::Broadcast { message } = delivery.event {
+            if !self.members.offer(message) {
+                self.metrics
+                    .broadcasts
+                    .with_label_values(&["dropped"])
+                    .inc();
+            }
             return;
         }
         if let Event::AddressedMessage { .. } = &delivery.event {
@@ -290,6 +302,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Edge> {
         draining: CancellationToken::new(),
         pending_handshakes: AtomicUsize::new(0),
         inbox: inbox::Inbox::default(),
+        members: broadcast::Members::default(),
         config: e.clone(),
     };
     Ok(Edge {
@@ -360,6 +373,7 @@ impl Edge {
         }
         background.spawn(recovery::run(edge.clone(), shutdown.clone()));
         background.spawn(inbox::run(edge.clone(), shutdown.clone()));
+        background.spawn(broadcast::run(edge.clone(), shutdown.clone()));
         background.spawn(register(edge.clone(), shutdown.clone()));
         background.spawn(presence::run(
             edge.clone(),

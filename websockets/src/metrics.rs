@@ -17,6 +17,7 @@ pub struct EdgeMetrics {
     pub recoveries: IntCounterVec,
     pub recovered: IntCounter,
     pub withheld: IntCounter,
+    pub broadcasts: IntCounterVec,
     pub recovery_streams: IntCounterVec,
     pub invalid_envelopes: IntCounter,
     pub bad_frames: IntCounter,
@@ -70,6 +71,11 @@ impl EdgeMetrics {
             withheld: m.counter(
                 "withheld_messages_total",
                 "Addressed messages not handed to sockets: cancelled or expired before they reached this edge.",
+            ),
+            broadcasts: m.counter_vec(
+                "broadcasts_total",
+                "Broadcasts handled for this edge's users, by result (reached, failed, dropped).",
+                &["result"],
             ),
             recovery_streams: m.counter_vec(
                 "recovery_streams_total",

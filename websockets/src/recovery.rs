@@ -297,6 +297,7 @@ async fn check_batch(
                 }
                 Outcome::Ephemeral
             }
+            (None, Some(StreamKind::Broadcast { .. })) => Outcome::Ephemeral,
             (None, _) => Outcome::Gone,
         };
         edge.metrics

@@ -41,6 +41,9 @@ pub struct Session {
     /// joined it (`None` while the inbox has no messages yet); the `PENDING` messages up to
     /// it are the socket's to fetch (`inbox::pending`), later ones arrive live.
     pub inbox_head: Option<Position>,
+    /// For a connection token's socket: its token's topics, as registered with the edge's
+    /// broadcast members.
+    topics: Option<Arc<[String]>>,
 }
 
 /// Why a session could not open.
@@ -120,6 +123,9 @@ impl Session {
         edge.unregister(&self.conn);
         if let Some(grant) = self.grant() {
             edge.socket_event(grant, EventKind::Disconnected);
+            if let Some(topics) = &self.topics {
+                edge.members.remove(&grant.app, &grant.user, topics);
+            }
         }
         if let Some(user) = self.presence_key(None) {
             for channel in self.channels.keys() {
@@ -153,6 +159,7 @@ impl EdgeState {
             identity: Identity::Mozilla,
             channels: HashMap::new(),
             inbox_head: None,
+            topics: None,
         };
         Ok((session, frames))
     }
@@ -191,6 +198,10 @@ impl EdgeState {
             conn.set_ack_mode();
         }
         self.hub.subscribe(&conn, &user_stream(&grant), None);
+        self.hub
+            .subscribe(&conn, &StreamKey::broadcast(&grant.app), None);
+        let topics: Arc<[String]> = Arc::from(grant.topics.clone());
+        self.members.add(&grant.app, &grant.user, topics.clone());
         let inbox_head = heads.get(&inbox).cloned();
         self.follow(&conn, &inbox, inbox_head.as_ref());
         let mut session = Session {
@@ -199,6 +210,7 @@ impl EdgeState {
             identity: Identity::Token(Box::new(grant)),
             channels: HashMap::new(),
             inbox_head,
+            topics: Some(topics),
         };
         if let Some(user) = session.presence_key(None) {
             self.presence.add(user);

@@ -93,29 +93,9 @@ impl Services {
             ));
         }
         let now = now_us();
-        if send.expires_us.is_some_and(|e| e <= now) {
-            return Err(ServiceError::bad_request("expiresAt", "is in the past"));
-        }
-        let (body, expires_us) = match send.content {
-            Content::Body(body) => (body, send.expires_us),
-            Content::Template(id) => {
-                let template = self
-                    .stores
-                    .templates
-                    .template(&send.app, &id)
-                    .await?
-                    .ok_or_else(|| {
-                        ServiceError::bad_request("template", format!("no template {id:?}"))
-                    })?;
-                let from_ttl = template
-                    .ttl
-                    .map(|ttl| now.saturating_add((ttl as i64).saturating_mul(1_000_000)));
-                (
-                    MessageBody::Data(template.content),
-                    send.expires_us.or(from_ttl),
-                )
-            }
-        };
+        let (body, expires_us) = self
+            .resolve_content(&send.app, send.content, send.expires_us, now)
+            .await?;
         let mut sent = Sent::default();
         for r in send.recipients {
             match UserId::parse(r.id.as_str()) {
@@ -147,6 +127,38 @@ impl Services {
                 .await;
         }
         Ok(sent)
+    }
+
+    /// The body and expiry `content` gives at `now`: its own, or a template's content as
+    /// `data` with the template's `ttl` unless `expires_us` is set. 400 naming `template`
+    /// when there is no such template; an `expires_us` not after `now` is a 400 too.
+    pub async fn resolve_content(
+        &self,
+        app: &AppId,
+        content: Content,
+        expires_us: Option<i64>,
+        now: i64,
+    ) -> ServiceResult<(MessageBody, Option<i64>)> {
+        if expires_us.is_some_and(|e| e <= now) {
+            return Err(ServiceError::bad_request("expiresAt", "is in the past"));
+        }
+        match content {
+            Content::Body(body) => Ok((body, expires_us)),
+            Content::Template(id) => {
+                let template =
+                    self.stores
+                        .templates
+                        .template(app, &id)
+                        .await?
+                        .ok_or_else(|| {
+                            ServiceError::bad_request("template", format!("no template {id:?}"))
+                        })?;
+                let from_ttl = template
+                    .ttl
+                    .map(|ttl| now.saturating_add((ttl as i64).saturating_mul(1_000_000)));
+                Ok((MessageBody::Data(template.content), expires_us.or(from_ttl)))
+            }
+        }
     }
 
     /// Message `id` of `app`.

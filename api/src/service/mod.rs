@@ -14,6 +14,7 @@ use common::store::{Alive, StoreError, Stores};
 
 use crate::publisher::Publisher;
 
+pub mod broadcasts;
 pub mod channels;
 pub mod contexts;
 pub mod messages;

@@ -1,5 +1,5 @@
 //! Herald's own server API, `/api/v1` (SPEC §4): connection tokens, channels with history,
-//! users and presence, addressed messages (`messages`), templates (`templates`), the webhook (`webhooks`). JSON only; authenticated with an app's API key (`Authorization:
+//! users and presence, addressed messages (`messages`), broadcasts (`broadcasts`), templates (`templates`), the webhook (`webhooks`). JSON only; authenticated with an app's API key (`Authorization:
 //! Bearer`, `Authorization`, or `x-api-key`) that must hold each route's scope; rate
 //! limited per key. Errors: `{"error": {"code", "message", "details"}}` with the status
 //! of their code, `details.field` naming the input at fault.
@@ -22,6 +22,7 @@ use crate::service::ServiceError;
 use crate::service::channels::{ChannelPublish, ChannelView, Published};
 use crate::service::tokens::TokenRequest;
 
+mod broadcasts;
 mod messages;
 mod templates;
 mod webhooks;
@@ -347,46 +348,65 @@ pub fn routes(state: Arc<AppState>) -> Surface {
         |r| Box::pin(messages::cancel(r)),
     ))
     .unify()
-    .or(route(
-        s,
-        Method::POST,
-        &["templates"],
-        "v1_template_create",
-        |r| Box::pin(templates::create(r)),
-    ))
-    .unify()
-    .or(route(
-        s,
-        Method::GET,
-        &["templates", "{}"],
-        "v1_template_get",
-        |r| Box::pin(templates::get(r)),
-    ))
-    .unify()
-    .or(route(
-        s,
-        Method::DELETE,
-        &["templates", "{}"],
-        "v1_template_delete",
-        |r| Box::pin(templates::delete(r)),
-    ))
-    .unify()
-    .or(route(s, Method::PUT, &["webhook"], "v1_webhook_put", |r| {
-        Box::pin(webhooks::put(r))
-    }))
-    .unify()
-    .or(route(s, Method::GET, &["webhook"], "v1_webhook_get", |r| {
-        Box::pin(webhooks::get(r))
-    }))
-    .unify()
-    .or(route(
-        s,
-        Method::DELETE,
-        &["webhook"],
-        "v1_webhook_delete",
-        |r| Box::pin(webhooks::delete(r)),
-    ))
-    .unify();
+    .boxed();
+    // In two boxed halves: one long chain of `or`s overflows the trait solver.
+    let routes = routes
+        .or(route(
+            s,
+            Method::POST,
+            &["broadcasts"],
+            "v1_broadcast_send",
+            |r| Box::pin(broadcasts::send(r)),
+        ))
+        .unify()
+        .or(route(
+            s,
+            Method::GET,
+            &["broadcasts"],
+            "v1_broadcast_list",
+            |r| Box::pin(broadcasts::list(r)),
+        ))
+        .unify()
+        .or(route(
+            s,
+            Method::POST,
+            &["templates"],
+            "v1_template_create",
+            |r| Box::pin(templates::create(r)),
+        ))
+        .unify()
+        .or(route(
+            s,
+            Method::GET,
+            &["templates", "{}"],
+            "v1_template_get",
+            |r| Box::pin(templates::get(r)),
+        ))
+        .unify()
+        .or(route(
+            s,
+            Method::DELETE,
+            &["templates", "{}"],
+            "v1_template_delete",
+            |r| Box::pin(templates::delete(r)),
+        ))
+        .unify()
+        .or(route(s, Method::PUT, &["webhook"], "v1_webhook_put", |r| {
+            Box::pin(webhooks::put(r))
+        }))
+        .unify()
+        .or(route(s, Method::GET, &["webhook"], "v1_webhook_get", |r| {
+            Box::pin(webhooks::get(r))
+        }))
+        .unify()
+        .or(route(
+            s,
+            Method::DELETE,
+            &["webhook"],
+            "v1_webhook_delete",
+            |r| Box::pin(webhooks::delete(r)),
+        ))
+        .unify();
     warp::path("api")
         .and(warp::path("v1"))
         .and(routes.recover(rejection).unify())

@@ -120,6 +120,13 @@ pub trait Messages: Send + Sync + 'static {
     /// Stores `messages` (all `PENDING`) in one transaction, each at the next position of
     /// its recipient's inbox stream (created on first use); their positions, in order.
     async fn create_messages(&self, messages: &[AddressedMessage]) -> StoreResult<Vec<Position>>;
+    /// Like `create_messages`, skipping messages whose id the app already has (a
+    /// broadcast reaching a user from two edges): the position of each one created,
+    /// `None` for each skipped.
+    async fn create_missing_messages(
+        &self,
+        messages: &[AddressedMessage],
+    ) -> StoreResult<Vec<Option<Position>>>;
     /// The message `id` of `app`.
     async fn addressed_message(
         &self,

@@ -2,7 +2,7 @@
 //! processes never depend on a backend and a second backend (Redis) can land beside the
 //! first: `Queues` (Mozilla tokens, queues, messages), `Streams` (positions and replay of
 //! any resumable stream), `Channels` (history, idempotency), `Messages` (addressed
-//! messages and their status), `Webhooks` (configuration and outbox), `Templates`, `Contexts` (VPush),
+//! messages and their status), `Webhooks` (configuration and outbox), `Templates`, `Broadcasts`, `Contexts` (VPush),
 //! `Revocations` (force logout), `Nodes` (the edge registry) and `Presence` (who is
 //! connected).
 //!
@@ -19,6 +19,7 @@ use async_trait::async_trait;
 
 use crate::config::{StoreBackend, StoreConfig};
 
+pub mod broadcasts;
 pub mod channels;
 #[cfg(test)]
 pub(crate) mod conformance;
@@ -33,6 +34,7 @@ pub mod streams;
 pub mod templates;
 pub mod webhooks;
 
+pub use broadcasts::{BroadcastFilter, Broadcasts, GlobalMessage};
 pub use channels::{ChannelInfo, Channels, History, Idempotency, Publication};
 pub use contexts::{Context, Contexts};
 pub use messages::{
@@ -76,6 +78,7 @@ pub struct Stores {
     pub messages: Arc<dyn Messages>,
     pub webhooks: Arc<dyn Webhooks>,
     pub templates: Arc<dyn Templates>,
+    pub broadcasts: Arc<dyn Broadcasts>,
     pub contexts: Arc<dyn Contexts>,
     pub revocations: Arc<dyn Revocations>,
     pub nodes: Arc<dyn Nodes>,
@@ -115,6 +118,7 @@ pub async fn open(config: &StoreConfig) -> anyhow::Result<Stores> {
                 messages: durable.clone(),
                 webhooks: durable.clone(),
                 templates: durable.clone(),
+                broadcasts: durable.clone(),
                 contexts: durable.clone(),
                 revocations: durable.clone(),
                 nodes: live.clone(),

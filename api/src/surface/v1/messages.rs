@@ -15,8 +15,8 @@ use crate::service::messages::{Content, MAX_TTL, Recipient, Send, Sent};
 use crate::surface::json::JsonObject;
 
 /// Default and largest page of a listing.
-const DEFAULT_LIMIT: usize = 20;
-const MAX_LIMIT: usize = 100;
+pub(super) const DEFAULT_LIMIT: usize = 20;
+pub(super) const MAX_LIMIT: usize = 100;
 
 /// The Message object.
 pub fn message_json(m: &AddressedMessage) -> Value {
@@ -102,7 +102,9 @@ fn recipients(body: &JsonObject) -> Result<Vec<Recipient>, ApiError> {
 }
 
 /// The content, topic and expiry of a send: exactly one of `message`, `data`, `template`.
-fn content(body: &JsonObject) -> Result<(Content, Option<String>, Option<i64>), ApiError> {
+pub(super) fn content(
+    body: &JsonObject,
+) -> Result<(Content, Option<String>, Option<i64>), ApiError> {
     let message = body.string("message")?;
     let data = body.value("data").cloned();
     let template = body.string("template")?;
@@ -213,12 +215,38 @@ pub async fn cancel(r: Request) -> Outcome {
     ok(message_json(&message))
 }
 
+/// Query parameter `name`.
+pub(super) fn query_param(r: &Request, name: &str) -> Result<Option<String>, ApiError> {
+    r.query_param(name)
+        .map_err(|_| ApiError::bad_request("query", "is not a valid query string"))
+}
+
+/// Query parameter `name` as an RFC 3339 time (µs).
+pub(super) fn query_time(r: &Request, name: &str) -> Result<Option<i64>, ApiError> {
+    query_param(r, name)?
+        .map(|v| {
+            parse_rfc3339(&v)
+                .ok_or_else(|| ApiError::bad_request(name, "must be an RFC 3339 timestamp"))
+        })
+        .transpose()
+}
+
+/// The `nextToken` query parameter.
+pub(super) fn query_cursor(r: &Request) -> Result<Option<ListCursor>, ApiError> {
+    query_param(r, "nextToken")?
+        .map(|t| {
+            parse_next_token(&t)
+                .ok_or_else(|| ApiError::bad_request("nextToken", "is not a token this API gave"))
+        })
+        .transpose()
+}
+
 /// An opaque page token: the last item's creation time and id, as hex.
-fn next_token(cursor: &ListCursor) -> String {
+pub(super) fn next_token(cursor: &ListCursor) -> String {
     format!("{:016x}{}", cursor.created_us, cursor.id)
 }
 
-fn parse_next_token(token: &str) -> Option<ListCursor> {
+pub(super) fn parse_next_token(token: &str) -> Option<ListCursor> {
     if token.len() != 48 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
@@ -233,18 +261,8 @@ fn parse_next_token(token: &str) -> Option<ListCursor> {
 /// &expiresFrom=&expiresTo=&limit=&nextToken=` → `{items, nextToken}`, newest first.
 pub async fn list(r: Request) -> Outcome {
     let caller = r.authorize("messages:read")?;
-    let param = |name: &str| {
-        r.query_param(name)
-            .map_err(|_| ApiError::bad_request("query", "is not a valid query string"))
-    };
-    let time = |name: &str| -> Result<Option<i64>, ApiError> {
-        param(name)?
-            .map(|v| {
-                parse_rfc3339(&v)
-                    .ok_or_else(|| ApiError::bad_request(name, "must be an RFC 3339 timestamp"))
-            })
-            .transpose()
-    };
+    let param = |name: &str| query_param(&r, name);
+    let time = |name: &str| query_time(&r, name);
     let filter = MessageFilter {
         recipient: param("recipient")?
             .map(|v| {
@@ -267,12 +285,7 @@ pub async fn list(r: Request) -> Outcome {
         expires: (time("expiresFrom")?, time("expiresTo")?),
     };
     let limit = r.query_limit(DEFAULT_LIMIT, MAX_LIMIT)?;
-    let cursor = param("nextToken")?
-        .map(|t| {
-            parse_next_token(&t)
-                .ok_or_else(|| ApiError::bad_request("nextToken", "is not a token this API gave"))
-        })
-        .transpose()?;
+    let cursor = query_cursor(&r)?;
     let (items, next) = r
         .state
         .services

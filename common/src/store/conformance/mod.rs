@@ -4,6 +4,7 @@
 
 use super::Stores;
 
+mod broadcasts;
 mod channels;
 mod contexts;
 mod messages;
@@ -22,6 +23,7 @@ pub async fn run_all(stores: Stores) {
     messages::run(&stores).await;
     webhooks::run(&stores).await;
     templates::run(&stores).await;
+    broadcasts::run(&stores).await;
     contexts::run(&stores).await;
     revocations::run(&stores).await;
     nodes::run(&stores).await;

@@ -217,6 +217,23 @@ impl Messages for SqliteStore {
             .await
     }
 
+    async fn create_missing_messages(
+        &self,
+        messages: &[AddressedMessage],
+    ) -> StoreResult<Vec<Option<Position>>> {
+        let messages = messages.to_vec();
+        self.write(move |c| {
+            messages
+                .iter()
+                .map(|m| match by_id(c, m.app.as_str(), &m.id)? {
+                    Some(_) => Ok(None),
+                    None => insert(c, m).map(Some),
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn addressed_message(
         &self,
         app: &AppId,

@@ -31,6 +31,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::{Ping, StoreError, StoreResult};
 use crate::config::{StoreConfig, ms};
 
+mod broadcasts;
 mod channels;
 mod contexts;
 mod live;
