@@ -522,6 +522,7 @@ async fn every_answer_matches_the_openapi_document() {
     messages(&mut c).await;
     webhooks(&mut c).await;
     templates(&mut c).await;
+    broadcasts(&mut c).await;
     mozilla(&mut c).await;
     thunderpush(&mut c).await;
     vpush(&mut c).await;
@@ -915,6 +916,58 @@ async fn messages(c: &mut Checker) {
             .expect(404),
     )
     .await;
+}
+
+/// Broadcasts: send, list; their refusals.
+async fn broadcasts(c: &mut Checker) {
+    c.check(
+        post("/api/v1/broadcasts")
+            .bearer(SENDER)
+            .json(json!({"message": "all", "topic": "t", "ttl": 60}))
+            .expect(201),
+    )
+    .await;
+    c.check(
+        post("/api/v1/broadcasts")
+            .bearer(ADMIN)
+            .json(json!({"data": {"k": 1}}))
+            .expect(201),
+    )
+    .await;
+    c.check(
+        post("/api/v1/broadcasts")
+            .bearer(ADMIN)
+            .json(json!({}))
+            .expect(400),
+    )
+    .await;
+    c.check(
+        post("/api/v1/broadcasts")
+            .bearer(READER)
+            .json(json!({"message": "x"}))
+            .expect(403),
+    )
+    .await;
+    let page = c
+        .check(get("/api/v1/broadcasts?limit=1").bearer(ADMIN).expect(200))
+        .await;
+    let token = page["nextToken"].as_str().unwrap().to_owned();
+    c.check(
+        get(format!(
+            "/api/v1/broadcasts?limit=1&topic=t&nextToken={token}"
+        ))
+        .bearer(ADMIN)
+        .expect(200),
+    )
+    .await;
+    c.check(
+        get("/api/v1/broadcasts?limit=abc")
+            .bearer(ADMIN)
+            .expect(400),
+    )
+    .await;
+    c.check(get("/api/v1/broadcasts").bearer(SENDER).expect(403))
+        .await;
 }
 
 /// Templates: create, read, send with, delete; their refusals.
