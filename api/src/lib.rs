@@ -2,7 +2,7 @@
 //! calls one operation of the service layer (`service`), which writes the store, and only
 //! after the store accepted the write answers and hands the delivery to the routers
 //! (`publisher`). Surfaces: the Mozilla-compatible API (SPEC §3), `/api/v1` (§4),
-//! Thunderpush and VPush (§5); plus `/health`, `/version`, `/metrics` and
+//! Thunderpush, VPush and Socrate's GraphQL (§5); plus `/health`, `/version`, `/metrics` and
 //! `/openapi.json` (`ops`). Each process also runs a webhook dispatcher (`outbox`).
 
 use std::sync::Arc;
@@ -34,6 +34,8 @@ pub const TOKEN_TTL_MAX: u64 = 30 * 24 * 3600;
 /// Everything a request handler needs.
 pub struct AppState {
     pub services: Services,
+    /// The Socrate GraphQL schema (`surface::graphql`).
+    pub graphql: surface::graphql::SocrateSchema,
     pub max_body_bytes: usize,
     pub rate_limit: RateLimit,
     pub metrics: Metrics,
@@ -116,6 +118,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Api> {
     )?;
     let state = AppState {
         services,
+        graphql: surface::graphql::schema(),
         max_body_bytes: config.api.max_body_bytes,
         rate_limit: RateLimit::new(
             config.api.rate_limit_per_second,
@@ -182,6 +185,8 @@ pub fn routes(
         .or(surface::thunderpush::routes(state.clone()))
         .unify()
         .or(surface::vpush::routes(state.clone()))
+        .unify()
+        .or(surface::graphql::routes(state.clone()))
         .unify()
         .or(ops::routes(state.clone()))
         .unify()

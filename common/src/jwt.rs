@@ -23,6 +23,16 @@ use crate::ids::{AppId, ChannelPattern, UserId};
 pub const CLOCK_SKEW: u64 = 30;
 /// The scope a key needs for its tokens to be accepted.
 pub const SIGNING_SCOPE: &str = "tokens:create";
+/// The Socrate scope that lets a key register recipients (`registerRecipient`), and so
+/// sign their tokens too.
+pub const SOCRATE_SIGNING_SCOPE: &str = "websockets-manager-api:mutation:registerRecipient";
+
+/// Whether tokens signed with `key` are accepted: it holds `tokens:create` or Socrate's
+/// `registerRecipient` scope.
+pub fn may_sign(key: &ApiKey) -> bool {
+    key.allows(SIGNING_SCOPE) || key.allows(SOCRATE_SIGNING_SCOPE)
+}
+
 /// Longest token accepted, in bytes (bounds the work done on garbage).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
@@ -119,7 +129,7 @@ pub fn verify(apps: &Apps, token: &str, now: f64) -> Result<Grant, TokenError> {
         .map_err(|_| TokenError::Claim("app"))?;
     let app = apps.app(&peek.app).ok_or(TokenError::UnknownKey)?;
     let key = app.key(&kid).ok_or(TokenError::UnknownKey)?;
-    if !key.allows(SIGNING_SCOPE) {
+    if !may_sign(key) {
         return Err(TokenError::KeyNotAllowed);
     }
     let claims = checked_claims(token, key)?;

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use common::auth::Caller;
 use common::clock::{now_us, us_to_secs};
 use common::ids::{ChannelPattern, UserId};
-use common::jwt::{Claims, SIGNING_SCOPE, sign};
+use common::jwt::{Claims, SIGNING_SCOPE, may_sign, sign};
 
 use super::{ServiceError, ServiceResult, Services};
 
@@ -30,6 +30,8 @@ pub struct Minted {
     pub token: String,
     /// `ws://<least loaded healthy edge>/ws?token=…`, if an edge is up.
     pub connection_uri: Option<String>,
+    /// That edge's `ws://` base URL (other dialects build their URI from it).
+    pub edge: Option<String>,
     pub expires_us: i64,
 }
 
@@ -46,7 +48,7 @@ impl Services {
         let user = request
             .user
             .ok_or_else(|| ServiceError::bad_request("user", "is required"))?;
-        if !caller.key.allows(SIGNING_SCOPE) {
+        if !may_sign(caller.key) {
             return Err(ServiceError::Forbidden(format!(
                 "the key needs the {SIGNING_SCOPE} scope"
             )));
@@ -92,14 +94,12 @@ impl Services {
             nbf: None,
         };
         let token = sign(caller.key, &claims).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let connection_uri = self
-            .edges(1)
-            .await?
-            .first()
-            .map(|edge| format!("{}/ws?token={token}", edge.url));
+        let edge = self.edges(1).await?.first().map(|edge| edge.url.clone());
+        let connection_uri = edge.as_ref().map(|url| format!("{url}/ws?token={token}"));
         Ok(Minted {
             token,
             connection_uri,
+            edge,
             expires_us: (expires_us / 1_000_000) * 1_000_000,
         })
     }

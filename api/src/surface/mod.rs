@@ -18,6 +18,7 @@ use warp::reply::Response;
 
 use crate::AppState;
 
+pub mod graphql;
 pub mod json;
 pub mod mozilla;
 pub mod thunderpush;

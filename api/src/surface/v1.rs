@@ -23,7 +23,7 @@ use crate::service::channels::{ChannelPublish, ChannelView, Published};
 use crate::service::tokens::TokenRequest;
 
 mod broadcasts;
-mod messages;
+pub(crate) mod messages;
 mod templates;
 mod webhooks;
 

@@ -242,11 +242,11 @@ pub(super) fn query_cursor(r: &Request) -> Result<Option<ListCursor>, ApiError> 
 }
 
 /// An opaque page token: the last item's creation time and id, as hex.
-pub(super) fn next_token(cursor: &ListCursor) -> String {
+pub(crate) fn next_token(cursor: &ListCursor) -> String {
     format!("{:016x}{}", cursor.created_us, cursor.id)
 }
 
-pub(super) fn parse_next_token(token: &str) -> Option<ListCursor> {
+pub(crate) fn parse_next_token(token: &str) -> Option<ListCursor> {
     if token.len() != 48 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
