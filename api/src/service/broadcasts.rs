@@ -87,13 +87,7 @@ impl Services {
             .broadcasts
             .list_broadcasts(app, filter, cursor, limit)
             .await?;
-        let next = (items.len() == limit)
-            .then(|| items.last())
-            .flatten()
-            .map(|m| ListCursor {
-                created_us: m.created_us,
-                id: m.id.clone(),
-            });
+        let next = ListCursor::next_page(&items, limit, |m| (m.created_us, &m.id));
         Ok((items, next))
     }
 

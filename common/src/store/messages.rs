@@ -104,6 +104,23 @@ pub struct ListCursor {
     pub id: String,
 }
 
+impl ListCursor {
+    /// The cursor of the page after `items` — the last item's (`key`) — when the page is
+    /// full (`limit` items); `None` at the end.
+    pub fn next_page<T>(
+        items: &[T],
+        limit: usize,
+        key: impl Fn(&T) -> (i64, &str),
+    ) -> Option<ListCursor> {
+        let last = items.last().filter(|_| items.len() == limit)?;
+        let (created_us, id) = key(last);
+        Some(ListCursor {
+            created_us,
+            id: id.to_owned(),
+        })
+    }
+}
+
 /// What a status transition found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transition {

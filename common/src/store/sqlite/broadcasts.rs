@@ -2,10 +2,9 @@
 //! listing newest first.
 
 use async_trait::async_trait;
-use rusqlite::types::Value;
 use rusqlite::{Row, params, params_from_iter};
 
-use super::{SqliteStore, limit_value};
+use super::{Listing, SqliteStore};
 use crate::ids::AppId;
 use crate::message::JsonText;
 use crate::store::broadcasts::{BroadcastFilter, Broadcasts, GlobalMessage};
@@ -65,36 +64,10 @@ impl Broadcasts for SqliteStore {
         cursor: Option<&ListCursor>,
         limit: usize,
     ) -> StoreResult<Vec<GlobalMessage>> {
-        let mut sql = format!("SELECT {COLUMNS} FROM global_messages WHERE app = ?");
-        let mut values = vec![Value::Text(app.as_str().to_owned())];
-        let mut and = |clause: &str, value: Value| {
-            sql.push_str(" AND ");
-            sql.push_str(clause);
-            values.push(value);
-        };
-        if let Some(topic) = &filter.topic {
-            and("topic = ?", Value::Text(topic.clone()));
-        }
-        for (clause, bound) in [
-            ("created_us >= ?", filter.created.0),
-            ("created_us <= ?", filter.created.1),
-            ("expires_us >= ?", filter.expires.0),
-            ("expires_us <= ?", filter.expires.1),
-        ] {
-            if let Some(bound) = bound {
-                and(clause, Value::Integer(bound));
-            }
-        }
-        if let Some(cursor) = cursor {
-            and(
-                "(created_us < ? OR (created_us = ? AND id < ?))",
-                Value::Integer(cursor.created_us),
-            );
-            values.push(Value::Integer(cursor.created_us));
-            values.push(Value::Text(cursor.id.clone()));
-        }
-        sql.push_str(" ORDER BY created_us DESC, id DESC LIMIT ?");
-        values.push(limit_value(limit));
+        let mut listing = Listing::new(COLUMNS, "global_messages", app.as_str());
+        listing.equal("topic", filter.topic.as_deref());
+        listing.ranges(filter.created, filter.expires);
+        let (sql, values) = listing.finish(cursor, limit);
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt.query_map(params_from_iter(values), broadcast_from_row)?;

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
-use super::{SqliteStore, limit_value, offset_value, to_u64, webhooks};
+use super::{Listing, SqliteStore, limit_value, offset_value, to_u64, webhooks};
 use crate::ids::{AppId, UserId};
 use crate::message::JsonText;
 use crate::store::{
@@ -158,55 +158,20 @@ fn event_of(to: MessageStatus) -> EventKind {
     }
 }
 
-/// The `WHERE` clause and parameters of `filter` (after `app = ?`), and of the cursor.
+/// The statement and parameters of a listing with `filter`, after `cursor`.
 fn listing(
     app: &AppId,
     filter: &MessageFilter,
     cursor: Option<&ListCursor>,
     limit: usize,
 ) -> (String, Vec<Value>) {
-    let mut sql = format!("SELECT {COLUMNS} FROM messages WHERE app = ?");
-    let mut values = vec![Value::Text(app.as_str().to_owned())];
-    let mut and = |clause: &str, value: Value| {
-        sql.push_str(" AND ");
-        sql.push_str(clause);
-        values.push(value);
-    };
-    if let Some(recipient) = &filter.recipient {
-        and("recipient = ?", Value::Text(recipient.as_str().to_owned()));
-    }
-    if let Some(topic) = &filter.topic {
-        and("topic = ?", Value::Text(topic.clone()));
-    }
-    if let Some(status) = filter.status {
-        and("status = ?", Value::Text(status.as_str().to_owned()));
-    }
-    if let Some(global) = &filter.global_message_id {
-        and("global_message_id = ?", Value::Text(global.clone()));
-    }
-    if let Some(from) = filter.created.0 {
-        and("created_us >= ?", Value::Integer(from));
-    }
-    if let Some(to) = filter.created.1 {
-        and("created_us <= ?", Value::Integer(to));
-    }
-    if let Some(from) = filter.expires.0 {
-        and("expires_us >= ?", Value::Integer(from));
-    }
-    if let Some(to) = filter.expires.1 {
-        and("expires_us <= ?", Value::Integer(to));
-    }
-    if let Some(cursor) = cursor {
-        and(
-            "(created_us < ? OR (created_us = ? AND id < ?))",
-            Value::Integer(cursor.created_us),
-        );
-        values.push(Value::Integer(cursor.created_us));
-        values.push(Value::Text(cursor.id.clone()));
-    }
-    sql.push_str(" ORDER BY created_us DESC, id DESC LIMIT ?");
-    values.push(limit_value(limit));
-    (sql, values)
+    let mut listing = Listing::new(COLUMNS, "messages", app.as_str());
+    listing.equal("recipient", filter.recipient.as_ref().map(UserId::as_str));
+    listing.equal("topic", filter.topic.as_deref());
+    listing.equal("status", filter.status.map(MessageStatus::as_str));
+    listing.equal("global_message_id", filter.global_message_id.as_deref());
+    listing.ranges(filter.created, filter.expires);
+    listing.finish(cursor, limit)
 }
 
 #[async_trait]

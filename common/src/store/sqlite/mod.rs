@@ -277,6 +277,67 @@ fn apply_schema(conn: &Connection) -> anyhow::Result<()> {
 }
 
 /// A count or limit as an SQLite integer.
+/// A newest-first keyset listing of one app's rows (`created_us`, `id`), built condition
+/// by condition (every filter of messages and broadcasts).
+struct Listing {
+    sql: String,
+    values: Vec<Value>,
+}
+
+impl Listing {
+    /// `SELECT columns FROM table WHERE app = ?`.
+    fn new(columns: &str, table: &str, app: &str) -> Listing {
+        Listing {
+            sql: format!("SELECT {columns} FROM {table} WHERE app = ?"),
+            values: vec![Value::Text(app.to_owned())],
+        }
+    }
+
+    /// `AND clause` with its one parameter.
+    fn and(&mut self, clause: &str, value: Value) {
+        self.sql.push_str(" AND ");
+        self.sql.push_str(clause);
+        self.values.push(value);
+    }
+
+    /// `AND column = ?` when `value` is set.
+    fn equal(&mut self, column: &str, value: Option<&str>) {
+        if let Some(value) = value {
+            self.and(&format!("{column} = ?"), Value::Text(value.to_owned()));
+        }
+    }
+
+    /// `created_us` and `expires_us` within their inclusive bounds (each end optional).
+    fn ranges(&mut self, created: (Option<i64>, Option<i64>), expires: (Option<i64>, Option<i64>)) {
+        for (clause, bound) in [
+            ("created_us >= ?", created.0),
+            ("created_us <= ?", created.1),
+            ("expires_us >= ?", expires.0),
+            ("expires_us <= ?", expires.1),
+        ] {
+            if let Some(bound) = bound {
+                self.and(clause, Value::Integer(bound));
+            }
+        }
+    }
+
+    /// The statement: strictly after `cursor`, newest first, at most `limit`.
+    fn finish(mut self, cursor: Option<&super::ListCursor>, limit: usize) -> (String, Vec<Value>) {
+        if let Some(cursor) = cursor {
+            self.and(
+                "(created_us < ? OR (created_us = ? AND id < ?))",
+                Value::Integer(cursor.created_us),
+            );
+            self.values.push(Value::Integer(cursor.created_us));
+            self.values.push(Value::Text(cursor.id.clone()));
+        }
+        self.sql
+            .push_str(" ORDER BY created_us DESC, id DESC LIMIT ?");
+        self.values.push(limit_value(limit));
+        (self.sql, self.values)
+    }
+}
+
 fn limit_value(limit: usize) -> Value {
     Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX))
 }
