@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 cargo build --release --bins
 out=bench/results/results.txt
 echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" >> "$out"
+target/release/herald-bench --out "$out" addressed --users "${USERS:-1000}" \
+    --requests "${REQUESTS:-100}" --recipients "${RECIPIENTS:-100}"
 target/release/herald-bench --out "$out" idle-sockets --sockets "${IDLE_SOCKETS:-5000}"
 for rate in ${RATES:-20 200}; do
     for target in mozilla channel; do

@@ -9,6 +9,11 @@
 //!   `--target channel`, S native sockets of one channel (with history, so every publish
 //!   is durable as on the Mozilla path; `--ephemeral` for a channel without) and messages
 //!   published with `POST /api/v1/channels/{ch}/messages`.
+//! - `addressed`: U connected users (one native socket each), R requests of
+//!   `POST /api/v1/messages` with K recipients each (sent back to back, `--in-flight` at
+//!   once), a webhook wanting `sent` and `delivered` pointed at a local receiver; reports
+//!   deliveries/s, send→deliver percentiles, lost deliveries, and webhook events/s until
+//!   every event arrived.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -58,6 +63,17 @@ enum Bench {
         #[arg(long)]
         ephemeral: bool,
     },
+    /// Addressed messages to many recipients, with their webhook events.
+    Addressed {
+        #[arg(long, default_value_t = 1_000)]
+        users: usize,
+        #[arg(long, default_value_t = 100)]
+        requests: usize,
+        #[arg(long, default_value_t = 100)]
+        recipients: usize,
+        #[arg(long, default_value_t = 4)]
+        in_flight: usize,
+    },
 }
 
 /// What the latency benchmark publishes to.
@@ -79,6 +95,12 @@ async fn main() {
             target,
             ephemeral,
         } => latency(subscribers, rate, seconds, target, ephemeral).await,
+        Bench::Addressed {
+            users,
+            requests,
+            recipients,
+            in_flight,
+        } => addressed(users, requests, recipients.min(users), in_flight).await,
     };
     println!("{report}");
     if let Some(dir) = args.out.parent() {
@@ -293,5 +315,132 @@ async fn latency(
         samples.last().copied().unwrap_or(0) as f64 / 1000.0,
         pct(&posts, 0.50),
         pct(&posts, 0.99),
+    )
+}
+
+/// The `p` percentile of sorted µs samples, in ms.
+fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0) as f64
+        / 1000.0
+}
+
+async fn addressed(users: usize, requests: usize, recipients: usize, in_flight: usize) -> String {
+    use e2e::receiver::Receiver;
+    let cluster = Cluster::start(Options {
+        env: &[("WEBHOOKS__POLL_MS", "20")],
+        ..Options::default()
+    })
+    .await;
+    let v1 = V1::new(&cluster.api_url());
+    let receiver = Receiver::start().await;
+    let (status, body) = v1
+        .call(
+            "PUT",
+            "webhook",
+            Some(serde_json::json!({"url": receiver.url, "secret": "bench",
+                "events": ["sent", "delivered"], "maxBatch": 1000, "maxDelayMs": 100})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // One native socket per user `u-<i>`.
+    let edge = cluster.edge_url(0);
+    let mut sockets = Vec::with_capacity(users);
+    while sockets.len() < users {
+        let first = sockets.len();
+        let batch = (users - first).min(250);
+        let tokens = join_all(
+            (first..first + batch).map(|i| v1.token(serde_json::json!({"user": format!("u-{i}")}))),
+        )
+        .await;
+        let opened = join_all(tokens.iter().map(|t| Socket::native(&edge, t))).await;
+        sockets.extend(opened.into_iter().map(|(socket, _)| socket));
+    }
+    // Request r goes to users r*K .. r*K+K (mod U); each socket counts what it gets.
+    let sent: Arc<Vec<std::sync::OnceLock<Instant>>> =
+        Arc::new((0..requests).map(|_| std::sync::OnceLock::new()).collect());
+    let expected = requests * recipients;
+    let per_user: Vec<usize> = (0..users)
+        .map(|u| {
+            (0..requests)
+                .filter(|r| (0..recipients).any(|k| (r * recipients + k) % users == u))
+                .count()
+        })
+        .collect();
+    let receivers: Vec<_> = sockets
+        .into_iter()
+        .zip(per_user)
+        .map(|(mut socket, wanted)| {
+            let sent = sent.clone();
+            tokio::spawn(async move {
+                let mut samples = Vec::with_capacity(wanted);
+                let mut last = None;
+                while samples.len() < wanted {
+                    let Some(frame) = socket.try_next_json(Duration::from_secs(30)).await else {
+                        break;
+                    };
+                    let received = Instant::now();
+                    let Some(r) = frame["data"]["r"].as_u64().map(|r| r as usize) else {
+                        continue;
+                    };
+                    if let Some(at) = sent.get(r).and_then(|s| s.get()) {
+                        samples.push(received.duration_since(*at).as_micros() as u64);
+                        last = Some(received);
+                    }
+                }
+                (samples, last)
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let senders = (0..in_flight.max(1)).map(|_| {
+        let (v1, next, sent) = (V1::new(&cluster.api_url()), next.clone(), sent.clone());
+        async move {
+            loop {
+                let r = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if r >= requests {
+                    return;
+                }
+                let to: Vec<String> = (0..recipients)
+                    .map(|k| format!("u-{}", (r * recipients + k) % users))
+                    .collect();
+                let _ = sent[r].set(Instant::now());
+                let body = serde_json::json!({"recipients": to, "data": {"r": r}});
+                let (status, answer) = v1.call("POST", "messages", Some(body)).await;
+                assert_eq!(status, 201, "{answer}");
+            }
+        }
+    });
+    join_all(senders).await;
+    let posted_in = started.elapsed();
+    let mut samples = Vec::with_capacity(expected);
+    let mut last = started;
+    for (s, l) in join_all(receivers).await.into_iter().map(|r| r.unwrap()) {
+        samples.extend(s);
+        last = l.map_or(last, |l| l.max(last));
+    }
+    samples.sort_unstable();
+    let delivered_in = last.duration_since(started);
+    // Webhook events: `sent` and `delivered` per message.
+    let events_wanted = 2 * samples.len();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut events = receiver.accepted_events().len();
+    while events < events_wanted && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        events = receiver.accepted_events().len();
+    }
+    let events_in = started.elapsed();
+    format!(
+        "addressed users={users} requests={requests} recipients={recipients} in_flight={in_flight} deliveries={}/{expected} lost={} posted_in={:.2}s deliveries_per_s={:.0} p50={:.2}ms p99={:.2}ms webhook_events={events}/{events_wanted} webhook_events_per_s={:.0}",
+        samples.len(),
+        expected - samples.len(),
+        posted_in.as_secs_f64(),
+        samples.len() as f64 / delivered_in.as_secs_f64().max(1e-6),
+        percentile_ms(&samples, 0.50),
+        percentile_ms(&samples, 0.99),
+        events as f64 / events_in.as_secs_f64().max(1e-6),
     )
 }
