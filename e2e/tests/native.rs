@@ -398,7 +398,7 @@ async fn client_frames_are_checked() {
         json!({"type": "event", "id": "x", "kind": "clicked"}),
     )
     .await;
-    assert_eq!(refused["code"], "unsupported");
+    assert_eq!(refused["code"], "not_found", "no such message");
     r.send_json(&json!({"type": "unsubscribe", "channel": "chat:1"}))
         .await;
     let refused = error(&mut r, json!({"type": "unsubscribe", "channel": "chat:1"})).await;

@@ -207,8 +207,10 @@ async fn posting_to_a_channel_counts_its_sockets_and_delivers_the_body() {
     let cluster = Cluster::start(Options::default()).await;
     let thunder = Thunder::new(&cluster);
 
+    // On another channel than the socket below joins: a publish acknowledged with count 0
+    // may still be on its way to the edge when that socket subscribes.
     for slash in [true, false] {
-        let answer = thunder.post("channels/ch1", slash, r#"{"a": 1}"#).await;
+        let answer = thunder.post("channels/ch0", slash, r#"{"a": 1}"#).await;
         assert_eq!(answer.status, 200, "{}", answer.text);
         assert_eq!(answer.text, "{\"count\": 0}\n", "nobody listens yet");
         answer.assert_cors();
