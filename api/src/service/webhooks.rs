@@ -193,19 +193,8 @@ impl Services {
             .await?
             .filter(|m| &m.recipient == user)
             .ok_or_else(|| ServiceError::not_found("message", "No such message for this user."))?;
-        self.stores
-            .webhooks
-            .record_events(&[WebhookEvent {
-                id: new_message_id(),
-                app: app.clone(),
-                kind,
-                message_id: Some(message.id),
-                foreign_id: message.foreign_id,
-                recipient: Some(user.clone()),
-                at_us: now_us(),
-            }])
-            .await?;
-        Ok(())
+        self.record_event(app, user, kind, Some(message.id), message.foreign_id)
+            .await
     }
 
     /// Records that a socket of `user` opened (`connected`) or closed (`disconnected`),
@@ -216,14 +205,30 @@ impl Services {
         user: &UserId,
         kind: EventKind,
     ) -> ServiceResult<()> {
+        self.record_event(app, user, kind, None, None).await?;
+        Ok(())
+    }
+}
+
+impl Services {
+    /// Records one event about `user` (and a message) happening now, for the webhook if it
+    /// wants the kind.
+    async fn record_event(
+        &self,
+        app: &AppId,
+        user: &UserId,
+        kind: EventKind,
+        message_id: Option<String>,
+        foreign_id: Option<String>,
+    ) -> ServiceResult<()> {
         self.stores
             .webhooks
             .record_events(&[WebhookEvent {
                 id: new_message_id(),
                 app: app.clone(),
                 kind,
-                message_id: None,
-                foreign_id: None,
+                message_id,
+                foreign_id,
                 recipient: Some(user.clone()),
                 at_us: now_us(),
             }])

@@ -36,7 +36,7 @@ use crate::service::ServiceError;
 use crate::service::broadcasts::BroadcastSend;
 use crate::service::messages::{Content, Recipient, Send};
 use crate::service::tokens::TokenRequest;
-use crate::surface::v1::messages::{next_token, parse_next_token};
+use crate::surface::v1::messages::{self as v1_messages, parse_next_token};
 
 /// Items per page of `messages` and `globalMessages` (Socrate takes no limit).
 const PAGE: usize = 100;
@@ -391,7 +391,7 @@ impl Query {
             .map_err(service_error)?;
         Ok(MessagesQueryResult {
             items: items.iter().map(Message::from).collect(),
-            next_token: next.as_ref().map(next_token_text),
+            next_token: next.as_ref().map(v1_messages::next_token),
         })
     }
 
@@ -418,13 +418,9 @@ impl Query {
             .map_err(service_error)?;
         Ok(GlobalMessagesQueryResult {
             items: items.iter().map(Global::from).collect(),
-            next_token: next.as_ref().map(next_token_text),
+            next_token: next.as_ref().map(v1_messages::next_token),
         })
     }
-}
-
-fn next_token_text(c: &common::store::ListCursor) -> String {
-    next_token(c)
 }
 
 pub struct Mutation;
