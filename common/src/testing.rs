@@ -26,12 +26,57 @@ pub fn loopback_config(dir: &Path) -> Config {
     config
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, never one handed out before in this process,
+/// and outside the kernel's ephemeral range (`net.ipv4.ip_local_port_range`).
+///
+/// Ports from `bind(…:0)` come from the ephemeral range, which every outgoing connection of
+/// every concurrent test also draws from: between this call and the server's own bind, a
+/// client socket may take the port ("Address already in use"). Below (or above) that range
+/// only another explicit bind can collide, and within one test binary this function never
+/// returns the same port twice.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let (low, high) = outside_ephemeral_range();
+    let span = u32::from(high - low) + 1;
+    let mut seed = [0u8; 4];
+    getrandom::fill(&mut seed).expect("random bytes");
+    let start = u32::from_le_bytes(seed) % span;
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    for step in 0..span {
+        let port = (u32::from(low) + (start + step) % span) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..={high}");
+}
+
+/// The larger of the port ranges below and above the ephemeral range (ports 10000 and up).
+fn outside_ephemeral_range() -> (u16, u16) {
+    let (lo, hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut it = text.split_whitespace().map(|v| v.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    let below = (10000, lo.saturating_sub(1));
+    let above = (hi.saturating_add(1), u16::MAX);
+    let size = |(a, b): (u16, u16)| b.saturating_sub(a);
+    if size(below) >= size(above) && size(below) > 0 {
+        below
+    } else if size(above) > 0 {
+        above
+    } else {
+        (10000, u16::MAX)
+    }
 }
 
 /// A `tcp://127.0.0.1:<port>` endpoint on a port that was free a moment ago.
