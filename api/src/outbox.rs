@@ -14,6 +14,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use common::clock::now_us;
 use common::config::{WebhooksConfig, ms};
 use common::ids::new_message_id;
@@ -91,12 +93,7 @@ pub fn start(
     if !config.dispatch {
         return Ok(None);
     }
-    let client = reqwest::Client::builder()
-        .timeout(ms(config.timeout_ms))
-        .connect_timeout(ms(config.timeout_ms))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("herald-webhooks/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let client = client(&config)?;
     let to_us = |v: u64| i64::try_from(v.saturating_mul(1_000)).unwrap_or(i64::MAX);
     let dispatcher = Arc::new(Dispatcher {
         stores,
@@ -120,6 +117,34 @@ pub fn start(
         config,
     });
     Ok(Some(tokio::spawn(dispatcher.run(stop))))
+}
+
+/// The HTTP client of the dispatcher: HTTP/1.1 and HTTPS (rustls, TLS 1.2 and 1.3) with
+/// the system's roots plus `webhooks.ca_file`, no redirects, `timeout_ms` per attempt.
+///
+/// # Errors
+/// `webhooks.ca_file` unreadable or holding no PEM certificate.
+pub fn client(config: &WebhooksConfig) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(ms(config.timeout_ms))
+        .connect_timeout(ms(config.timeout_ms))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("herald-webhooks/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &config.ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("webhooks.ca_file: cannot read {}", path.display()))?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("webhooks.ca_file: {} is not a PEM bundle", path.display()))?;
+        anyhow::ensure!(
+            !roots.is_empty(),
+            "webhooks.ca_file: {} holds no PEM certificate",
+            path.display()
+        );
+        builder = builder.tls_certs_merge(roots);
+    }
+    builder
+        .build()
+        .context("webhooks: cannot build the HTTPS client")
 }
 
 impl Dispatcher {
@@ -234,6 +259,21 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ca_file_that_holds_no_certificate_is_an_error_naming_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = WebhooksConfig::default();
+        assert!(client(&config).is_ok(), "no ca_file: the system's roots");
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, "not a certificate\n").unwrap();
+        for path in [dir.path().join("missing.pem"), text] {
+            config.ca_file = Some(path.clone());
+            let error = format!("{:#}", client(&config).unwrap_err());
+            assert!(error.starts_with("webhooks.ca_file: "), "{error}");
+            assert!(error.contains(&path.display().to_string()), "{error}");
+        }
+    }
 
     #[test]
     fn signature_is_hmac_sha256_of_timestamp_dot_body() {

@@ -277,6 +277,9 @@ pub struct WebhooksConfig {
     /// Most events kept per app while its receiver fails; the oldest beyond are dropped
     /// (counted).
     pub max_pending: u64,
+    /// A PEM file of CA certificates trusted for `https://` receivers in addition to the
+    /// system's roots (e.g. a company CA). Unset: the system's roots only.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for WebhooksConfig {
@@ -290,6 +293,7 @@ impl Default for WebhooksConfig {
             backoff_max_ms: 300_000,
             max_age_ms: 24 * 3_600_000,
             max_pending: 100_000,
+            ca_file: None,
         }
     }
 }

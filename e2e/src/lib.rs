@@ -23,6 +23,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub mod receiver;
 pub mod thunderpush;
+pub mod tls;
 
 /// How long a cluster may take to become healthy on a loaded 2-core machine.
 pub const START_DEADLINE: Duration = Duration::from_secs(60);

@@ -71,6 +71,12 @@ impl Receiver {
         Receiver { url, state, server }
     }
 
+    /// Its `host:port`, e.g. for a `tls::TlsFront` in front of it.
+    pub fn authority(&self) -> &str {
+        let rest = self.url.trim_start_matches("http://");
+        &rest[..rest.find('/').unwrap_or(rest.len())]
+    }
+
     /// Answer the next `n` requests with 500.
     pub fn fail_next(&self, n: usize) {
         self.state.lock().unwrap().fail_next = n;

@@ -4,7 +4,8 @@
 //! `disconnected`) arriving in PushPushGo's batch shape with `foreignId`, signed with
 //! `X-Herald-Signature`, in batches of at most `maxBatch`; a failing receiver (500, closed
 //! port) getting the same event ids again after backoff; a dispatcher SIGKILLed mid-batch
-//! losing nothing; and two API processes never sending one app's batches at once.
+//! losing nothing; two API processes never sending one app's batches at once; and
+//! `https://` receivers verified against `webhooks.ca_file` (a test CA and a TLS front).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use e2e::receiver::{Receiver, verify};
+use e2e::tls::{TestCa, TlsFront};
 use e2e::{Cluster, DEADLINE, Options, Ports, Proc, Socket, V1, cluster_env, eventually};
 use serde_json::{Value, json};
 
@@ -352,7 +354,8 @@ async fn bad_configurations_and_client_events_are_refused_naming_the_field() {
     let good = json!({"url": "http://127.0.0.1:9/hook", "secret": "s"});
     for (patch, field) in [
         (json!({"url": "ftp://example.com/"}), "url"),
-        (json!({"url": "https://example.com/"}), "url"),
+        (json!({"url": "https://user:pw@example.com/"}), "url"),
+        (json!({"url": "https://"}), "url"),
         (json!({"url": "not a url"}), "url"),
         (json!({"url": null}), "url"),
         (json!({"secret": ""}), "secret"),
@@ -428,4 +431,75 @@ async fn bad_configurations_and_client_events_are_refused_naming_the_field() {
         .await;
     erin.send_text(r#"{"type":"ping"}"#).await;
     assert_eq!(erin.next_event(DEADLINE).await["type"], "pong");
+}
+
+/// `'static` for the cluster's environment; a test leaks a few bytes once.
+fn leak(value: String) -> &'static str {
+    Box::leak(value.into_boxed_str())
+}
+
+#[tokio::test]
+async fn https_receivers_are_verified_against_the_ca_file_and_get_every_event() {
+    let ca = TestCa::new("Herald test CA");
+    let stranger = TestCa::new("A CA nobody trusts");
+    let files = tempfile::tempdir().unwrap();
+    let ca_file = files.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let mut env = FAST.to_vec();
+    env.push(("WEBHOOKS__CA_FILE", leak(ca_file.display().to_string())));
+    let cluster = Cluster::start(Options {
+        env: Box::leak(env.into_boxed_slice()),
+        ..options()
+    })
+    .await;
+    let api = v1(&cluster);
+    let receiver = Receiver::start().await;
+    let backend = receiver.authority().to_owned();
+    let trusted = TlsFront::start(ca.issue(&["127.0.0.1", "localhost"]), backend.clone()).await;
+    let untrusted = TlsFront::start(stranger.issue(&["127.0.0.1"]), backend.clone()).await;
+    let misnamed = TlsFront::start(ca.issue(&["hooks.example"]), backend).await;
+    let hook = |front: &TlsFront| {
+        json!({"url": format!("https://127.0.0.1:{}/hook", front.addr.port()),
+               "secret": HOOK_SECRET, "events": ["sent"], "maxDelayMs": 0})
+    };
+
+    // A certificate from an unknown CA, then one for another name: failed attempts with
+    // the reason recorded, nothing reaches the receiver, the event stays pending.
+    put_webhook(&api, hook(&untrusted)).await;
+    send(&api, json!({"recipients": ["erin"], "message": "over TLS"})).await;
+    for (front, reason) in [
+        (&untrusted, "UnknownIssuer"),
+        (&misnamed, "not valid for name"),
+    ] {
+        put_webhook(&api, hook(front)).await;
+        let failing = eventually(reason, DEADLINE, || async {
+            let (_, hook) = api.call("GET", "webhook", None).await;
+            let error = hook["status"]["lastError"].as_str().unwrap_or_default();
+            error.contains(reason).then_some(hook)
+        })
+        .await;
+        assert_eq!(failing["status"]["pending"], 1, "{failing}");
+    }
+    assert!(
+        receiver.requests().is_empty(),
+        "no request passed a bad certificate"
+    );
+
+    // The CA file's certificate for the URL's address: the pending event and a new one
+    // arrive, signed as over HTTP.
+    put_webhook(&api, hook(&trusted)).await;
+    send(&api, json!({"recipients": ["frank"], "message": "again"})).await;
+    let events = accepted_until(&receiver, "both events over https", |e| e.len() >= 2).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    for request in receiver.requests() {
+        let signature = request.signature.as_deref().expect("a signature");
+        verify(HOOK_SECRET, signature, &request.body).unwrap_or_else(|e| panic!("{e}"));
+    }
+    eventually("the webhook settled", DEADLINE, || async {
+        let (_, hook) = api.call("GET", "webhook", None).await;
+        let status = &hook["status"];
+        (status["pending"] == 0 && status["failures"] == 0 && status["lastSuccessAt"].is_string())
+            .then_some(())
+    })
+    .await;
 }

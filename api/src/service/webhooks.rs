@@ -31,7 +31,7 @@ pub struct WebhookInput {
     pub max_delay_ms: Option<u64>,
 }
 
-/// `url` if it is an absolute `http://` URL with a host.
+/// `url` if it is an absolute `http://` or `https://` URL with a host and no credentials.
 fn check_url(url: &str) -> ServiceResult<()> {
     if url.len() > MAX_URL {
         return Err(ServiceError::bad_request(
@@ -41,21 +41,14 @@ fn check_url(url: &str) -> ServiceResult<()> {
     }
     let parsed = reqwest::Url::parse(url)
         .map_err(|e| ServiceError::bad_request("url", format!("is not a URL ({e})")))?;
-    match parsed.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(ServiceError::bad_request(
-                "url",
-                "https is not supported by this build yet: give an http:// URL (e.g. a local \
-                 TLS-terminating proxy); see docs/webhooks.md",
-            ));
-        }
-        other => {
-            return Err(ServiceError::bad_request(
-                "url",
-                format!("must be an http:// URL, not {other}:"),
-            ));
-        }
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ServiceError::bad_request(
+            "url",
+            format!(
+                "must be an http:// or https:// URL, not {}:",
+                parsed.scheme()
+            ),
+        ));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(ServiceError::bad_request("url", "has no host"));
@@ -246,14 +239,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_must_be_plain_http_with_a_host() {
+    fn urls_must_be_http_or_https_with_a_host() {
         assert!(check_url("http://127.0.0.1:9000/hook").is_ok());
         assert!(check_url("http://example.com/h?x=1").is_ok());
+        assert!(check_url("https://hooks.example.com/herald").is_ok());
         for bad in [
             "",
             "hook",
             "ftp://example.com/",
-            "https://example.com/",
             "http://user:pw@example.com/",
             "file:///etc/passwd",
         ] {

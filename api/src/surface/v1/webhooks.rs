@@ -28,7 +28,7 @@ fn webhook_json(w: &Webhook, s: &WebhookState) -> Value {
             "lastError": s.last_error,
             "lastAttemptAt": s.last_attempt_us.map(rfc3339),
             "lastSuccessAt": s.last_success_us.map(rfc3339),
-            "nextAttemptAt": (s.failures > 0).then(|| rfc3339(s.next_attempt_us)),
+            "nextAttemptAt": (s.failures > 0 && s.next_attempt_us > 0).then(|| rfc3339(s.next_attempt_us)),
             "dropped": s.dropped,
         },
     })
