@@ -434,20 +434,15 @@ async fn handle_text(
                 let channel = channel_name(&channel)?;
                 publish(edge, session, channel, data).await
             }
-            ClientFrame::Ack { id } => match crate::inbox::acknowledge(edge, session, &id).await {
-                Ok(()) => Ok(()),
-                Err(crate::inbox::AckError::NotFound) => {
-                    Err(FrameError::new("not_found", "no such message for this user").into())
-                }
-                Err(crate::inbox::AckError::NotPending(status)) => Err(FrameError::new(
-                    "conflict",
-                    format!("the message is {}", status.as_str()),
-                )
-                .into()),
-                Err(crate::inbox::AckError::Store(e)) => {
-                    Err(FrameError::new("unavailable", e.to_string()).into())
-                }
-            },
+            ClientFrame::Ack { id } => {
+                let grant = session
+                    .grant()
+                    .ok_or_else(|| FrameError::new("not_found", "no such message for this user"))?;
+                edge.services
+                    .acknowledge_message(&grant.app, &grant.user, &id)
+                    .await
+                    .map_err(|e| service_frame_error(&e).into())
+            }
             ClientFrame::Event { id, kind } => client_event(edge, session, &id, &kind).await,
         },
     }
@@ -516,14 +511,20 @@ async fn client_event(
     edge.services
         .client_event(&grant.app, &grant.user, id, kind)
         .await
-        .map_err(|e| {
-            let code = match e {
-                ServiceError::BadRequest { .. } => "bad_request",
-                ServiceError::NotFound { .. } => "not_found",
-                _ => "unavailable",
-            };
-            FrameError::new(code, e.to_string()).into()
-        })
+        .map_err(|e| service_frame_error(&e).into())
+}
+
+/// The `error` frame for a refused service call: its code (`bad_request`, `forbidden`,
+/// `not_found`, `conflict`, else `unavailable`) and message.
+fn service_frame_error(e: &ServiceError) -> FrameError {
+    let code = match e {
+        ServiceError::BadRequest { .. } => "bad_request",
+        ServiceError::Forbidden(_) => "forbidden",
+        ServiceError::NotFound { .. } => "not_found",
+        ServiceError::Conflict(_) => "conflict",
+        ServiceError::Unavailable(_) | ServiceError::Internal(_) => "unavailable",
+    };
+    FrameError::new(code, e.to_string())
 }
 
 /// `subscribe`: follows `channel` live; with `since`, first replays its history after that

@@ -1,6 +1,7 @@
 //! Addressed messages at the edge (SPEC §4 Messages, §6 delivery modes): every entry of a
 //! user's inbox stream is *settled* before a socket gets it — moved `PENDING → DELIVERED`
-//! in the store, in one batch per app — and handed over only if this edge made that
+//! in the store through the service layer (`Services::deliver_messages`), in one batch
+//! per app — and handed over only if this edge made that
 //! transition or the message was already `DELIVERED` (another edge, another of the user's
 //! sockets); a message found `CANCELLED` or `EXPIRED` is withheld, its position still
 //! passed so the stream goes on. So a cancelled or expired message is never delivered
@@ -12,17 +13,17 @@
 //! the inbox head it joined at, oldest first, settled likewise (`pending`).
 //!
 //! A socket in at-least-once mode (token claim `ack`) is handed messages without marking
-//! them: its client's `ack` frame does (`acknowledge`), and what it did not acknowledge is
+//! them: its client's `ack` frame does (`Services::acknowledge_message`), and what it did not acknowledge is
 //! still `PENDING`, so its next connection gets it again. Where default-mode and ack-mode
 //! sockets of one user share an edge, handing over marks it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use api::service::ServiceResult;
 use common::clock::now_us;
 use common::ids::AppId;
 use common::message::{Delivery, Event};
-use common::store::{MessageStatus, StoreError, Transition};
 use common::stream::Position;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -82,7 +83,7 @@ impl EdgeState {
         &self,
         deliveries: Vec<Delivery>,
         marking: Marking,
-    ) -> Result<Vec<Arc<Rendered>>, StoreError> {
+    ) -> ServiceResult<Vec<Arc<Rendered>>> {
         let mut to_mark: BTreeMap<AppId, Vec<String>> = BTreeMap::new();
         let mut to_check: Vec<(AppId, String)> = Vec::new();
         for delivery in &deliveries {
@@ -103,35 +104,14 @@ impl EdgeState {
             }
         }
         let mut deliverable: BTreeMap<(AppId, String), bool> = BTreeMap::new();
-        let at = now_us();
         for (app, ids) in to_mark {
-            let settled = self
-                .services
-                .stores
-                .messages
-                .deliver_messages(&app, &ids, at)
-                .await?;
-            for (id, outcome) in ids.into_iter().zip(settled) {
-                let ok = match outcome {
-                    Some(Transition::Done(_)) => true,
-                    Some(Transition::Refused(m)) => m.status == MessageStatus::Delivered,
-                    None => false,
-                };
+            let settled = self.services.deliver_messages(&app, &ids).await?;
+            for (id, ok) in ids.into_iter().zip(settled) {
                 deliverable.insert((app.clone(), id), ok);
             }
         }
         for (app, id) in to_check {
-            let found = self
-                .services
-                .stores
-                .messages
-                .addressed_message(&app, &id)
-                .await?;
-            let ok = found.is_some_and(|m| match m.status {
-                MessageStatus::Pending => m.expires_us.is_none_or(|e| e > at),
-                MessageStatus::Delivered => true,
-                MessageStatus::Cancelled | MessageStatus::Expired => false,
-            });
+            let ok = self.services.deliverable(&app, &id).await?;
             deliverable.insert((app, id), ok);
         }
         Ok(deliveries
@@ -192,7 +172,7 @@ pub async fn pending(
     edge: &EdgeState,
     session: &Session,
     head: &Position,
-) -> Result<Vec<Arc<Rendered>>, StoreError> {
+) -> ServiceResult<Vec<Arc<Rendered>>> {
     let Some(grant) = session.grant() else {
         return Ok(Vec::new());
     };
@@ -219,44 +199,4 @@ pub async fn pending(
         Marking::Deliver
     };
     edge.settle(deliveries, marking).await
-}
-
-/// Why an `ack` was refused.
-#[derive(Debug, Clone)]
-pub enum AckError {
-    /// No message of this user with that id.
-    NotFound,
-    /// The message was cancelled or expired.
-    NotPending(MessageStatus),
-    Store(StoreError),
-}
-
-/// The client of `session` acknowledges message `id`: `PENDING → DELIVERED` (a repeat, or
-/// a message already delivered, is fine).
-pub async fn acknowledge(edge: &EdgeState, session: &Session, id: &str) -> Result<(), AckError> {
-    let Some(grant) = session.grant() else {
-        return Err(AckError::NotFound);
-    };
-    let messages = &edge.services.stores.messages;
-    let found = messages
-        .addressed_message(&grant.app, id)
-        .await
-        .map_err(AckError::Store)?;
-    if found.is_none_or(|m| m.recipient != grant.user) {
-        return Err(AckError::NotFound);
-    }
-    let settled = messages
-        .transition_message(&grant.app, id, MessageStatus::Delivered, now_us())
-        .await
-        .map_err(AckError::Store)?;
-    match settled {
-        Some(Transition::Done(_)) => Ok(()),
-        Some(Transition::Refused(m)) if m.status == MessageStatus::Delivered => Ok(()),
-        // Still PENDING but refused: its expiry has passed.
-        Some(Transition::Refused(m)) if m.status == MessageStatus::Pending => {
-            Err(AckError::NotPending(MessageStatus::Expired))
-        }
-        Some(Transition::Refused(m)) => Err(AckError::NotPending(m.status)),
-        None => Err(AckError::NotFound),
-    }
 }

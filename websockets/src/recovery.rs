@@ -369,7 +369,8 @@ async fn catch_up(
             .into_iter()
             .zip(
                 edge.settle(page, crate::inbox::Marking::ByFollowers)
-                    .await?,
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?,
             )
             .collect();
         let fanout = edge.hub.replay(key, &head.epoch, frames);

@@ -192,6 +192,74 @@ impl Services {
         }
     }
 
+    /// Marks messages `ids` of `app` `DELIVERED` as an edge hands them to sockets (one store
+    /// transaction, their `delivered` webhook events in it). Per id, in order: whether it
+    /// may be written — `DELIVERED` now (by this call or before) — or must be withheld
+    /// (cancelled, expired, unknown). Never `DELIVERED` twice, never after a cancel.
+    pub async fn deliver_messages(&self, app: &AppId, ids: &[String]) -> ServiceResult<Vec<bool>> {
+        let settled = self
+            .stores
+            .messages
+            .deliver_messages(app, ids, now_us())
+            .await?;
+        Ok(settled
+            .into_iter()
+            .map(|outcome| match outcome {
+                Some(Transition::Done(_)) => true,
+                Some(Transition::Refused(m)) => m.status == MessageStatus::Delivered,
+                None => false,
+            })
+            .collect())
+    }
+
+    /// Whether message `id` of `app` may be written to an ack-mode socket, which marks
+    /// nothing until the client's `ack`: `PENDING` and unexpired, or already `DELIVERED`.
+    pub async fn deliverable(&self, app: &AppId, id: &str) -> ServiceResult<bool> {
+        let at = now_us();
+        let found = self.stores.messages.addressed_message(app, id).await?;
+        Ok(found.is_some_and(|m| match m.status {
+            MessageStatus::Pending => m.expires_us.is_none_or(|e| e > at),
+            MessageStatus::Delivered => true,
+            MessageStatus::Cancelled | MessageStatus::Expired => false,
+        }))
+    }
+
+    /// `user` acknowledges message `id` of `app` (ack mode, SPEC §6): `PENDING →
+    /// DELIVERED`; a repeat, or a message already delivered, is fine.
+    ///
+    /// # Errors
+    /// `NotFound` when it is not a message to `user`; `Conflict` naming the status when it
+    /// was cancelled or expired (an unacknowledged message past its expiry counts as
+    /// expired).
+    pub async fn acknowledge_message(
+        &self,
+        app: &AppId,
+        user: &UserId,
+        id: &str,
+    ) -> ServiceResult<()> {
+        let messages = &self.stores.messages;
+        let found = messages.addressed_message(app, id).await?;
+        if found.is_none_or(|m| &m.recipient != user) {
+            return Err(no_message());
+        }
+        let refused = |status: MessageStatus| {
+            ServiceError::Conflict(format!("the message is {}", status.as_str()))
+        };
+        match messages
+            .transition_message(app, id, MessageStatus::Delivered, now_us())
+            .await?
+        {
+            Some(Transition::Done(_)) => Ok(()),
+            Some(Transition::Refused(m)) => match m.status {
+                MessageStatus::Delivered => Ok(()),
+                // Still PENDING but refused: its expiry has passed.
+                MessageStatus::Pending => Err(refused(MessageStatus::Expired)),
+                status => Err(refused(status)),
+            },
+            None => Err(no_message()),
+        }
+    }
+
     /// Messages matching `filter`, newest first, after `cursor`, at most `limit`; and the
     /// cursor of the next page when this one is full.
     pub async fn list_messages(
