@@ -1,6 +1,7 @@
 //! Helpers for the crates' in-process tests: a configuration whose every listener is on
 //! 127.0.0.1 port 0 and whose store is a SQLite file in a directory the test owns, free
-//! loopback ports, and reading one sample out of a `/metrics` page.
+//! loopback ports, reading one sample out of a `/metrics` page, and a real `redis-server`
+//! of the test's own (`RedisServer`).
 
 use std::path::Path;
 
@@ -94,6 +95,117 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
             .parse()
             .ok()
     })
+}
+
+/// A real `redis-server` for one test: on a free loopback port, its data (append-only file,
+/// `appendfsync always`) in its own temporary directory, stopped and removed when dropped.
+/// Needs `redis-server` on `PATH` (`.ci/run` installs Debian's).
+pub struct RedisServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    /// Starts a server and waits until it answers `PING`.
+    ///
+    /// # Panics
+    /// `redis-server` is missing or does not answer within 20 s.
+    pub fn start() -> RedisServer {
+        let mut server = RedisServer {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// `redis://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server (SIGKILL when `kill`, else a clean SHUTDOWN by SIGTERM) and waits
+    /// for it to exit; its data stays for `spawn`.
+    pub fn stop(&mut self, kill: bool) {
+        if let Some(mut child) = self.child.take() {
+            if kill {
+                let _ = child.kill();
+            } else {
+                let pid = i32::try_from(child.id()).expect("a pid");
+                #[allow(unsafe_code)]
+                // SAFETY: kill(2) has no memory-safety preconditions; pid is our own child.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server cleanly and starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.stop(false);
+        self.spawn();
+    }
+
+    /// Starts `redis-server` (after `stop`) and waits until it answers `PING`.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::File::create(self.dir.path().join("redis.log")).expect("a log file");
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(log.try_clone().expect("a log file"))
+            .stderr(log)
+            .spawn()
+            .expect("redis-server on PATH (apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !self.answers() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not answer on port {}: {}",
+                self.port,
+                std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the server answers `PING` with `+PONG` (a loading server answers an error).
+    fn answers(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let timeout = Some(std::time::Duration::from_secs(1));
+        let _ = stream.set_read_timeout(timeout);
+        let mut answer = [0u8; 5];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut answer).is_ok()
+            && &answer == b"+PONG"
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop(true);
+    }
 }
 
 #[cfg(test)]

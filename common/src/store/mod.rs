@@ -28,6 +28,7 @@ pub mod messages;
 pub mod nodes;
 pub mod presence;
 pub mod queues;
+pub mod redis;
 pub mod revocations;
 pub mod sqlite;
 pub mod streams;

@@ -4,16 +4,16 @@
 
 use super::Stores;
 
-mod broadcasts;
-mod channels;
-mod contexts;
-mod messages;
-mod nodes;
-mod presence;
-mod queues;
-mod revocations;
-mod templates;
-mod webhooks;
+pub(crate) mod broadcasts;
+pub(crate) mod channels;
+pub(crate) mod contexts;
+pub(crate) mod messages;
+pub(crate) mod nodes;
+pub(crate) mod presence;
+pub(crate) mod queues;
+pub(crate) mod revocations;
+pub(crate) mod templates;
+pub(crate) mod webhooks;
 
 /// Runs every concern's checks against `stores` (which must be empty).
 pub async fn run_all(stores: Stores) {
