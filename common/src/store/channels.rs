@@ -98,6 +98,7 @@ pub trait Channels: Send + Sync + 'static {
         limit: usize,
         now_us: i64,
     ) -> StoreResult<Vec<(u64, ChannelMessage)>>;
-    /// Deletes expired history and idempotency keys; how many rows.
+    /// Deletes expired history, and expired idempotency keys where the backend does not
+    /// expire them by itself (Redis does); how many.
     async fn prune_channels(&self, now_us: i64) -> StoreResult<u64>;
 }

@@ -39,9 +39,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{Ping, StoreError, StoreResult};
 
+mod channels;
 mod contexts;
 mod live;
 mod revocations;
+mod streams;
 mod templates;
 
 /// How long a command may wait for its answer, and a connection for its handshake.
@@ -166,6 +168,39 @@ mod tests {
     use crate::store::conformance;
     use crate::testing::RedisServer;
 
+    /// Streams of the kinds Redis keeps from Redis, the others from SQLite.
+    struct Hybrid {
+        redis: RedisStore,
+        sqlite: std::sync::Arc<dyn crate::store::Streams>,
+    }
+
+    #[async_trait]
+    impl crate::store::Streams for Hybrid {
+        async fn stream_heads(
+            &self,
+            streams: &[crate::stream::StreamKey],
+        ) -> StoreResult<Vec<(crate::stream::StreamKey, crate::stream::Position)>> {
+            let mut heads = self.redis.stream_heads(streams).await?;
+            heads.extend(self.sqlite.stream_heads(streams).await?);
+            Ok(heads)
+        }
+
+        async fn read_stream(
+            &self,
+            stream: &crate::stream::StreamKey,
+            after: u64,
+            limit: usize,
+            now_us: i64,
+        ) -> StoreResult<Vec<crate::message::Delivery>> {
+            match stream.kind() {
+                Some(crate::stream::StreamKind::Channel { .. }) => {
+                    self.redis.read_stream(stream, after, limit, now_us).await
+                }
+                _ => self.sqlite.read_stream(stream, after, limit, now_us).await,
+            }
+        }
+    }
+
     /// The SQLite stores with the concerns Redis has so far swapped in.
     async fn stores(redis: &RedisStore, dir: &tempfile::TempDir) -> crate::store::Stores {
         let config = crate::config::StoreConfig {
@@ -175,6 +210,11 @@ mod tests {
         };
         let mut stores = crate::store::open(&config).await.unwrap();
         let r = std::sync::Arc::new(redis.clone());
+        stores.streams = std::sync::Arc::new(Hybrid {
+            redis: redis.clone(),
+            sqlite: stores.streams.clone(),
+        });
+        stores.channels = r.clone();
         stores.revocations = r.clone();
         stores.templates = r.clone();
         stores.contexts = r.clone();
@@ -190,6 +230,7 @@ mod tests {
         redis.ping().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let s = stores(&redis, &dir).await;
+        conformance::channels::run(&s).await;
         conformance::revocations::run(&s).await;
         conformance::templates::run(&s).await;
         conformance::contexts::run(&s).await;
