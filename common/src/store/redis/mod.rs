@@ -42,6 +42,7 @@ use super::{Ping, StoreError, StoreResult};
 mod channels;
 mod contexts;
 mod live;
+mod queues;
 mod revocations;
 mod streams;
 mod templates;
@@ -193,9 +194,10 @@ mod tests {
             now_us: i64,
         ) -> StoreResult<Vec<crate::message::Delivery>> {
             match stream.kind() {
-                Some(crate::stream::StreamKind::Channel { .. }) => {
-                    self.redis.read_stream(stream, after, limit, now_us).await
-                }
+                Some(
+                    crate::stream::StreamKind::Channel { .. }
+                    | crate::stream::StreamKind::MozillaToken(_),
+                ) => self.redis.read_stream(stream, after, limit, now_us).await,
                 _ => self.sqlite.read_stream(stream, after, limit, now_us).await,
             }
         }
@@ -215,6 +217,7 @@ mod tests {
             sqlite: stores.streams.clone(),
         });
         stores.channels = r.clone();
+        stores.queues = r.clone();
         stores.revocations = r.clone();
         stores.templates = r.clone();
         stores.contexts = r.clone();
@@ -231,6 +234,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = stores(&redis, &dir).await;
         conformance::channels::run(&s).await;
+        conformance::queues::run(&s).await;
         conformance::revocations::run(&s).await;
         conformance::templates::run(&s).await;
         conformance::contexts::run(&s).await;

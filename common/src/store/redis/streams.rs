@@ -1,6 +1,7 @@
 //! The `Streams` concern on Redis: heads from each stream's `stream:<S>` hash (while
-//! `active`), replay from wherever the stream's kind keeps its entries. Channel streams
-//! are here; Mozilla token and inbox streams come with their concerns.
+//! `active`), replay from wherever the stream's kind keeps its entries: channel history
+//! (`channels.rs`) and Mozilla tokens' messages (`queues.rs`); inbox streams come with
+//! the `Messages` concern.
 
 use async_trait::async_trait;
 
@@ -44,13 +45,20 @@ impl Streams for RedisStore {
         limit: usize,
         now_us: i64,
     ) -> StoreResult<Vec<Delivery>> {
+        let meta = self.key(format_args!("stream:{stream}"));
+        let epoch = || async {
+            let v: (Option<String>, Option<String>) = self
+                .query(redis::cmd("HMGET").arg(&meta).arg("epoch").arg("active"))
+                .await?;
+            StoreResult::Ok(v.0.filter(|_| v.1.as_deref() == Some("1")))
+        };
+        let at = |epoch: &str, offset| Position {
+            epoch: epoch.to_owned(),
+            offset,
+        };
         match stream.kind() {
             Some(StreamKind::Channel { .. }) => {
-                let meta = self.key(format_args!("stream:{stream}"));
-                let epoch: Option<String> = self
-                    .query(redis::cmd("HGET").arg(&meta).arg("epoch"))
-                    .await?;
-                let Some(epoch) = epoch else {
+                let Some(epoch) = epoch().await? else {
                     return Ok(Vec::new());
                 };
                 let entries = self
@@ -58,18 +66,22 @@ impl Streams for RedisStore {
                     .await?;
                 Ok(entries
                     .into_iter()
-                    .map(|(offset, message)| {
-                        let position = Position {
-                            epoch: epoch.clone(),
-                            offset,
-                        };
-                        Delivery::channel_message(message, Some(position))
-                    })
+                    .map(|(offset, m)| Delivery::channel_message(m, Some(at(&epoch, offset))))
                     .collect())
             }
-            Some(StreamKind::MozillaToken(_) | StreamKind::Inbox { .. }) => Err(
-                StoreError::Internal(format!("{stream}: not yet kept in Redis")),
-            ),
+            Some(StreamKind::MozillaToken(token)) => {
+                let Some(epoch) = epoch().await? else {
+                    return Ok(Vec::new());
+                };
+                let entries = self.token_entries(token, after, limit).await?;
+                Ok(entries
+                    .into_iter()
+                    .map(|(m, offset)| Delivery::queue_message(m, at(&epoch, offset)))
+                    .collect())
+            }
+            Some(StreamKind::Inbox { .. }) => Err(StoreError::Internal(format!(
+                "{stream}: not yet kept in Redis"
+            ))),
             _ => Ok(Vec::new()),
         }
     }
