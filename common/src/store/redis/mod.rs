@@ -42,10 +42,12 @@ use super::{Ping, StoreError, StoreResult};
 mod channels;
 mod contexts;
 mod live;
+mod messages;
 mod queues;
 mod revocations;
 mod streams;
 mod templates;
+mod webhooks;
 
 /// How long a command may wait for its answer, and a connection for its handshake.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -196,7 +198,8 @@ mod tests {
             match stream.kind() {
                 Some(
                     crate::stream::StreamKind::Channel { .. }
-                    | crate::stream::StreamKind::MozillaToken(_),
+                    | crate::stream::StreamKind::MozillaToken(_)
+                    | crate::stream::StreamKind::Inbox { .. },
                 ) => self.redis.read_stream(stream, after, limit, now_us).await,
                 _ => self.sqlite.read_stream(stream, after, limit, now_us).await,
             }
@@ -218,6 +221,8 @@ mod tests {
         });
         stores.channels = r.clone();
         stores.queues = r.clone();
+        stores.messages = r.clone();
+        stores.webhooks = r.clone();
         stores.revocations = r.clone();
         stores.templates = r.clone();
         stores.contexts = r.clone();
@@ -235,6 +240,8 @@ mod tests {
         let s = stores(&redis, &dir).await;
         conformance::channels::run(&s).await;
         conformance::queues::run(&s).await;
+        conformance::messages::run(&s).await;
+        conformance::webhooks::run(&s).await;
         conformance::revocations::run(&s).await;
         conformance::templates::run(&s).await;
         conformance::contexts::run(&s).await;

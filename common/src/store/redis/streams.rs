@@ -1,7 +1,7 @@
 //! The `Streams` concern on Redis: heads from each stream's `stream:<S>` hash (while
 //! `active`), replay from wherever the stream's kind keeps its entries: channel history
-//! (`channels.rs`) and Mozilla tokens' messages (`queues.rs`); inbox streams come with
-//! the `Messages` concern.
+//! (`channels.rs`), Mozilla tokens' messages (`queues.rs`) and users' inboxes
+//! (`messages.rs`).
 
 use async_trait::async_trait;
 
@@ -79,9 +79,16 @@ impl Streams for RedisStore {
                     .map(|(m, offset)| Delivery::queue_message(m, at(&epoch, offset)))
                     .collect())
             }
-            Some(StreamKind::Inbox { .. }) => Err(StoreError::Internal(format!(
-                "{stream}: not yet kept in Redis"
-            ))),
+            Some(StreamKind::Inbox { app, user }) => {
+                let Some(epoch) = epoch().await? else {
+                    return Ok(Vec::new());
+                };
+                let entries = self.inbox_entries(app, user, after, limit).await?;
+                Ok(entries
+                    .into_iter()
+                    .map(|(offset, m)| Delivery::addressed(m, at(&epoch, offset)))
+                    .collect())
+            }
             _ => Ok(Vec::new()),
         }
     }
