@@ -38,6 +38,8 @@ pub enum StoreBackend {
     /// Embedded SQLite file: nothing to install, several processes on one machine.
     #[default]
     Sqlite,
+    /// A Redis server (`store.redis_url`) shared by processes on any number of machines.
+    Redis,
 }
 
 /// `[store]`: where state lives.
@@ -54,6 +56,10 @@ pub struct StoreConfig {
     pub busy_timeout_ms: u64,
     /// Concurrent read connections per process.
     pub sqlite_readers: usize,
+    /// The Redis server of `backend = "redis"`: `redis://[user:password@]host:port/db`.
+    pub redis_url: String,
+    /// What every Redis key starts with, so that several clusters can share a server.
+    pub redis_prefix: String,
 }
 
 impl Default for StoreConfig {
@@ -64,6 +70,8 @@ impl Default for StoreConfig {
             sqlite_live_path: PathBuf::from("var/herald-live.db"),
             busy_timeout_ms: 5_000,
             sqlite_readers: 4,
+            redis_url: "redis://127.0.0.1:6379/".into(),
+            redis_prefix: "herald:".into(),
         }
     }
 }

@@ -1,6 +1,5 @@
 //! Everything Herald keeps, behind one async trait per concern (DESIGN.md §3), so that
-//! processes never depend on a backend and a second backend (Redis) can land beside the
-//! first: `Queues` (Mozilla tokens, queues, messages), `Streams` (positions and replay of
+//! processes never depend on a backend (`sqlite/`, the embedded default, or `redis/`): `Queues` (Mozilla tokens, queues, messages), `Streams` (positions and replay of
 //! any resumable stream), `Channels` (history, idempotency), `Messages` (addressed
 //! messages and their status), `Webhooks` (configuration and outbox), `Templates`, `Broadcasts`, `Contexts` (VPush),
 //! `Revocations` (force logout), `Nodes` (the edge registry) and `Presence` (who is
@@ -125,6 +124,24 @@ pub async fn open(config: &StoreConfig) -> anyhow::Result<Stores> {
                 nodes: live.clone(),
                 presence: live.clone(),
                 pings: vec![durable, live],
+            })
+        }
+        StoreBackend::Redis => {
+            let redis =
+                Arc::new(redis::RedisStore::open(&config.redis_url, &config.redis_prefix).await?);
+            Ok(Stores {
+                queues: redis.clone(),
+                streams: redis.clone(),
+                channels: redis.clone(),
+                messages: redis.clone(),
+                webhooks: redis.clone(),
+                templates: redis.clone(),
+                broadcasts: redis.clone(),
+                contexts: redis.clone(),
+                revocations: redis.clone(),
+                nodes: redis.clone(),
+                presence: redis.clone(),
+                pings: vec![redis],
             })
         }
     }

@@ -161,14 +161,14 @@ return out
     )
 });
 
-/// ARGV: P, app, index (full key), descending ('1': newest first by score then id, after
+/// ARGV: P, records (the key prefix of the listed hashes: `msg:<app>:`), index (full key), descending ('1': newest first by score then id, after
 /// the cursor; '0': ascending by score, after `from`), cursor score, cursor id, limit,
 /// then filters: status, topic, recipient, global (optional encoding), created from/to,
 /// expires from/to ('' for open). Replies of the matching messages.
-static LIST: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static LIST: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-local P, app, index, desc, c_score, c_id, limit, status, topic, recipient, global,
+local P, records, index, desc, c_score, c_id, limit, status, topic, recipient, global,
   created_from, created_to, expires_from, expires_to = unpack(ARGV)
 limit = tonumber(limit)
 status, topic, recipient, global = opt(status), opt(topic), opt(recipient), opt(global)
@@ -200,11 +200,11 @@ while #out < limit do
     if #out >= limit then break end
     local id, score = page[i], page[i + 1]
     if desc ~= '1' or c_score == '' or score ~= c_score or id < c_id then
-      local key = msg_key(P, app, id)
+      local key = P .. records .. id
       local flat = redis.call('HGETALL', key)
       local f = {}
       for j = 1, #flat, 2 do f[flat[j]] = flat[j + 1] end
-      if f.status and matches(f) then out[#out + 1] = reply('2', key) end
+      if f.id and matches(f) then out[#out + 1] = reply('2', key) end
     end
   end
 end
@@ -378,7 +378,7 @@ impl RedisStore {
     ) -> StoreResult<Vec<(u64, AddressedMessage)>> {
         let app = AppId::parse(app).map_err(|e| bad("app", e))?;
         let args = self.list_args(
-            &app,
+            format!("msg:{app}:"),
             self.key(format_args!("inbox:{app}:{user}")),
             false,
             (after.to_string(), String::new()),
@@ -388,9 +388,10 @@ impl RedisStore {
         self.listed(&app, args).await
     }
 
-    fn list_args(
+    /// The arguments of `LIST` over the hashes `<records><id>` (after the prefix).
+    pub(super) fn list_args(
         &self,
-        app: &AppId,
+        records: String,
         index: String,
         descending: bool,
         cursor: (String, String),
@@ -400,7 +401,7 @@ impl RedisStore {
         let bound = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
         vec![
             self.prefix.clone(),
-            app.to_string(),
+            records,
             index,
             if descending { "1" } else { "0" }.to_owned(),
             cursor.0,
@@ -476,7 +477,7 @@ impl Messages for RedisStore {
             ..MessageFilter::default()
         };
         let args = self.list_args(
-            app,
+            format!("msg:{app}:"),
             self.key(format_args!("inbox:{app}:{recipient}")),
             false,
             (after.to_string(), String::new()),
@@ -506,7 +507,7 @@ impl Messages for RedisStore {
         let cursor = cursor
             .map(|c| (c.created_us.to_string(), c.id.clone()))
             .unwrap_or_default();
-        let args = self.list_args(app, index, true, cursor, limit, filter);
+        let args = self.list_args(format!("msg:{app}:"), index, true, cursor, limit, filter);
         let listed = self.listed(app, args).await?;
         Ok(listed.into_iter().map(|(_, m)| m).collect())
     }

@@ -1,8 +1,8 @@
 //! The Redis backend (SPEC §8, issue "Redis store and scaling out"): every concern on one
 //! Redis server (or a primary with replicas behind Sentinel; not Redis Cluster — the Lua
 //! scripts name keys they compute), shared by any number of processes on any number of
-//! hosts. Being built concern by concern; `store::open` does not offer it until every
-//! concern is here (see `Stores` in `super`).
+//! hosts; `store.backend = "redis"`. Each concern is in its own file with its keys in a
+//! table at the top; the ones of this file are below.
 //!
 //! # Connection
 //! One `redis::aio::ConnectionManager` per process (multiplexed, reconnects in the
@@ -12,9 +12,15 @@
 //! that reads before it writes is one Lua script (atomic on the server).
 //!
 //! # Key schema
-//! Every key starts with the configured prefix `P` (default `herald:`), so several
-//! clusters or tests share one server. App ids hold no `:`, node ids none either; a key
-//! has at most one free-form part (a user id or channel name), always last.
+//! Every key starts with the configured prefix `P` (`store.redis_prefix`, default
+//! `herald:`), so several clusters or tests share one server. App, node, token, queue and
+//! message ids hold no `:`; a free-form part (a user id, a channel name) comes last, or is
+//! followed by `|` and more only where it cannot hold a `|` (channel names). Streams are
+//! `stream:<S>` hashes (`epoch`, `head`, `last_us`, `active`) for every stream key `S`
+//! (`c/…`, `t/…`, `i/…`); per-stream keys only — the sets that list apps, nodes or
+//! channels for the background sweeps change only with configuration or membership. The
+//! keys of the live concerns and the small ones are here; `channels.rs`, `queues.rs`,
+//! `messages.rs`, `webhooks.rs` and `broadcasts.rs` open with theirs.
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -27,6 +33,8 @@
 //! | `P presence:<node>` | set | the presence keys below that `node` holds |
 //! | `P presence:<node>:<app>:users` | hash | user → sockets on `node` |
 //! | `P presence:<node>:<app>:ch:<channel>` | hash | user → sockets subscribed on `node` |
+//! | `P presence_nodes` | set | nodes holding presence (pruning finds those gone) |
+//! | `P probe` | string | written by `/health` probes, expires after 10 s |
 //!
 //! Durability is the server's: run it with `appendonly yes` and `appendfsync always` for
 //! the SQLite default's guarantee that a 2xx survives a power cut (docs/operations.md).
@@ -39,6 +47,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{Ping, StoreError, StoreResult};
 
+mod broadcasts;
 mod channels;
 mod contexts;
 mod live;
@@ -171,82 +180,17 @@ mod tests {
     use crate::store::conformance;
     use crate::testing::RedisServer;
 
-    /// Streams of the kinds Redis keeps from Redis, the others from SQLite.
-    struct Hybrid {
-        redis: RedisStore,
-        sqlite: std::sync::Arc<dyn crate::store::Streams>,
-    }
-
-    #[async_trait]
-    impl crate::store::Streams for Hybrid {
-        async fn stream_heads(
-            &self,
-            streams: &[crate::stream::StreamKey],
-        ) -> StoreResult<Vec<(crate::stream::StreamKey, crate::stream::Position)>> {
-            let mut heads = self.redis.stream_heads(streams).await?;
-            heads.extend(self.sqlite.stream_heads(streams).await?);
-            Ok(heads)
-        }
-
-        async fn read_stream(
-            &self,
-            stream: &crate::stream::StreamKey,
-            after: u64,
-            limit: usize,
-            now_us: i64,
-        ) -> StoreResult<Vec<crate::message::Delivery>> {
-            match stream.kind() {
-                Some(
-                    crate::stream::StreamKind::Channel { .. }
-                    | crate::stream::StreamKind::MozillaToken(_)
-                    | crate::stream::StreamKind::Inbox { .. },
-                ) => self.redis.read_stream(stream, after, limit, now_us).await,
-                _ => self.sqlite.read_stream(stream, after, limit, now_us).await,
-            }
-        }
-    }
-
-    /// The SQLite stores with the concerns Redis has so far swapped in.
-    async fn stores(redis: &RedisStore, dir: &tempfile::TempDir) -> crate::store::Stores {
+    #[tokio::test]
+    async fn passes_the_store_conformance_suite() {
+        let server = RedisServer::start();
         let config = crate::config::StoreConfig {
-            sqlite_path: dir.path().join("herald.db"),
-            sqlite_live_path: dir.path().join("herald-live.db"),
+            backend: crate::config::StoreBackend::Redis,
+            redis_url: server.url(),
+            redis_prefix: "conformance:".into(),
             ..crate::config::StoreConfig::default()
         };
-        let mut stores = crate::store::open(&config).await.unwrap();
-        let r = std::sync::Arc::new(redis.clone());
-        stores.streams = std::sync::Arc::new(Hybrid {
-            redis: redis.clone(),
-            sqlite: stores.streams.clone(),
-        });
-        stores.channels = r.clone();
-        stores.queues = r.clone();
-        stores.messages = r.clone();
-        stores.webhooks = r.clone();
-        stores.revocations = r.clone();
-        stores.templates = r.clone();
-        stores.contexts = r.clone();
-        stores.nodes = r.clone();
-        stores.presence = r;
-        stores
-    }
-
-    #[tokio::test]
-    async fn passes_the_conformance_of_the_concerns_it_has() {
-        let server = RedisServer::start();
-        let redis = RedisStore::open(&server.url(), "t:").await.unwrap();
-        redis.ping().await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let s = stores(&redis, &dir).await;
-        conformance::channels::run(&s).await;
-        conformance::queues::run(&s).await;
-        conformance::messages::run(&s).await;
-        conformance::webhooks::run(&s).await;
-        conformance::revocations::run(&s).await;
-        conformance::templates::run(&s).await;
-        conformance::contexts::run(&s).await;
-        conformance::nodes::run(&s).await;
-        conformance::presence::run(&s).await;
+        let stores = crate::store::open(&config).await.unwrap();
+        conformance::run_all(stores).await;
     }
 
     #[tokio::test]
