@@ -106,6 +106,8 @@ pub async fn services(
 
 /// Opens the store, binds the listener and starts connecting to the routers.
 pub async fn bind(config: &Config) -> anyhow::Result<Api> {
+    // Before anything connects: a bad `webhooks.ca_file` stops the process at once.
+    let webhook_client = outbox::client(&config.webhooks)?;
     let listener = config.api.listen.bind_setting("api.listen").await?;
     let metrics = Metrics::new("api");
     let stop_dispatcher = CancellationToken::new();
@@ -113,6 +115,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Api> {
     let webhooks = outbox::start(
         services.stores.clone(),
         config.webhooks.clone(),
+        webhook_client,
         &metrics,
         stop_dispatcher.clone(),
     )?;

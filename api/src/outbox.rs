@@ -82,18 +82,19 @@ struct Dispatcher {
     events: IntCounterVec,
 }
 
-/// Starts the dispatcher of this process (unless `webhooks.dispatch` is off); it stops at
+/// Starts the dispatcher of this process (unless `webhooks.dispatch` is off) with `client`
+/// (see [`client`]); it stops at
 /// `stop`, abandoning in-flight batches to their leases.
 pub fn start(
     stores: Stores,
     config: WebhooksConfig,
+    client: reqwest::Client,
     metrics: &Metrics,
     stop: CancellationToken,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     if !config.dispatch {
         return Ok(None);
     }
-    let client = client(&config)?;
     let to_us = |v: u64| i64::try_from(v.saturating_mul(1_000)).unwrap_or(i64::MAX);
     let dispatcher = Arc::new(Dispatcher {
         stores,

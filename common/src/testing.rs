@@ -112,8 +112,13 @@ impl RedisServer {
     /// # Panics
     /// `redis-server` is missing or does not answer within 20 s.
     pub fn start() -> RedisServer {
+        RedisServer::start_on(free_port())
+    }
+
+    /// Like `start`, on `port` (one `free_port` gave).
+    pub fn start_on(port: u16) -> RedisServer {
         let mut server = RedisServer {
-            port: free_port(),
+            port,
             dir: tempfile::tempdir().expect("a temporary directory"),
             child: None,
         };

@@ -223,6 +223,8 @@ pub struct Ports {
     pub router_http: u16,
     pub monitor: u16,
     pub edges: Vec<u16>,
+    /// The cluster's own `redis-server` when the store is Redis (`HERALD_E2E_STORE=redis`).
+    pub redis: Option<u16>,
 }
 
 impl Ports {
@@ -235,7 +237,19 @@ impl Ports {
             router_http: free_port(),
             monitor: free_port(),
             edges: (0..edges).map(|_| free_port()).collect(),
+            redis: redis_store().then(free_port),
         }
+    }
+}
+
+/// Whether the clusters of this run keep their state in Redis: `HERALD_E2E_STORE=redis`
+/// runs any e2e test on the Redis backend (each cluster starts its own `redis-server`);
+/// unset or `sqlite`, on the SQLite default.
+pub fn redis_store() -> bool {
+    match std::env::var("HERALD_E2E_STORE").as_deref() {
+        Ok("redis") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("HERALD_E2E_STORE={other}: give redis or sqlite"),
     }
 }
 
@@ -246,6 +260,8 @@ pub struct Cluster {
     pub api: Proc,
     pub edges: Vec<Proc>,
     pub monitor: Option<Proc>,
+    /// The Redis store's server, when `ports.redis` is set.
+    pub redis: Option<common::testing::RedisServer>,
     /// Last, so that it outlives the processes: their logs are read when a test fails.
     pub dir: tempfile::TempDir,
 }
@@ -278,6 +294,7 @@ impl Cluster {
     pub async fn start(options: Options) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let ports = Ports::free(options.edges);
+        let redis = ports.redis.map(common::testing::RedisServer::start_on);
         let mut env = cluster_env(dir.path(), &ports);
         for (key, value) in options.env {
             env.insert(format!("HERALD__{key}"), (*value).to_owned());
@@ -313,6 +330,7 @@ impl Cluster {
             .then(|| start("monitor", "monitor", env.clone()));
         let cluster = Cluster {
             dir,
+            redis,
             ports,
             router,
             api,
@@ -384,6 +402,10 @@ pub fn cluster_env(dir: &Path, ports: &Ports) -> BTreeMap<String, String> {
         "CLUSTER__ROUTER_PUB",
         format!("[\"tcp://127.0.0.1:{}\"]", ports.router_pub),
     );
+    if let Some(port) = ports.redis {
+        set("STORE__BACKEND", "redis".into());
+        set("STORE__REDIS_URL", format!("redis://127.0.0.1:{port}/"));
+    }
     set("CLUSTER__NODE_TTL_MS", "3000".into());
     set(
         "ROUTER__PULL",

@@ -202,6 +202,7 @@ async fn edge_connections(status_url: &str) -> Option<Vec<(String, u64)>> {
 async fn the_whole_cluster_runs_under_circusd() {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::free(1);
+    let _redis = ports.redis.map(common::testing::RedisServer::start_on);
     let circus = start_circus(dir.path(), &ports);
     let api = format!("http://127.0.0.1:{}", ports.api);
     let edge = format!("ws://127.0.0.1:{}", ports.edges[0]);
