@@ -3,46 +3,30 @@
 //! sorted set of ids by creation time (`broadcasts:<app>`) listed newest first by the same
 //! script as messages (`messages::LIST`).
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 
-use super::RedisStore;
 use super::messages::LIST;
+use super::{Fields, RedisStore};
 use crate::ids::AppId;
 use crate::message::JsonText;
 use crate::store::broadcasts::{BroadcastFilter, Broadcasts, GlobalMessage};
-use crate::store::{ListCursor, MessageBody, MessageFilter, StoreError, StoreResult};
-
-fn bad(what: &str, detail: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal(format!("broadcast {what}: {detail}"))
-}
+use crate::store::{ListCursor, MessageBody, MessageFilter, StoreResult};
 
 /// A broadcast from `LIST`'s reply for it (`'2', field, value, …`).
 fn broadcast_of(app: &AppId, reply: &[String]) -> StoreResult<GlobalMessage> {
-    let mut f: HashMap<&str, &str> = reply
-        .get(1..)
-        .unwrap_or_default()
-        .chunks_exact(2)
-        .map(|kv| (kv[0].as_str(), kv[1].as_str()))
-        .collect();
-    let mut take = |name: &str| f.remove(name).map(str::to_owned);
-    let int = |name: &str, v: Option<String>| -> StoreResult<Option<i64>> {
-        v.map(|v| v.parse::<i64>().map_err(|_| bad(name, v)))
-            .transpose()
-    };
-    let body = take("body").unwrap_or_default();
+    let mut f = Fields::new("broadcast", reply.get(1..).unwrap_or_default());
+    let body = f.take("body").unwrap_or_default();
     Ok(GlobalMessage {
-        id: take("id").unwrap_or_default(),
+        id: f.take("id").unwrap_or_default(),
         app: app.clone(),
-        body: if take("kind").as_deref() == Some("data") {
+        body: if f.take("kind").as_deref() == Some("data") {
             MessageBody::Data(JsonText::stored(body))
         } else {
             MessageBody::Text(body)
         },
-        topic: take("topic"),
-        created_us: int("created_us", take("created_us"))?.unwrap_or(0),
-        expires_us: int("expires_us", take("expires_us"))?,
+        topic: f.take("topic"),
+        created_us: f.int("created_us")?.unwrap_or(0),
+        expires_us: f.int("expires_us")?,
     })
 }
 

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use redis::Script;
 
-use super::RedisStore;
+use super::{RedisStore, created};
 use crate::ids::{AppId, ChannelName};
 use crate::store::contexts::{Context, Contexts, MAX_CONTEXTS};
 use crate::store::{StoreError, StoreResult};
@@ -45,15 +45,8 @@ impl Contexts for RedisStore {
             context.name.clone().unwrap_or_default(),
             if context.name.is_some() { "1" } else { "0" }.to_owned(),
         ];
-        let created: i64 = self.script(&CREATE, &keys, &args).await?;
-        if created == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Internal(format!(
-                "context {} already exists",
-                context.id
-            )))
-        }
+        let reply = self.script(&CREATE, &keys, &args).await?;
+        created(reply, "context", context.id.as_str())
     }
 
     async fn context(&self, app: &AppId, id: &ChannelName) -> StoreResult<Option<Context>> {

@@ -17,14 +17,13 @@
 //! | `expiring:<app>` | zset | `PENDING` messages with an expiry, by expiry |
 //! | `expiring_apps` | set | apps that have had expiring messages: what the sweep visits |
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use redis::Script;
 
-use super::RedisStore;
 use super::webhooks::{OUTBOX_LIB, optional};
+use super::{Fields, RedisStore};
 use crate::ids::{AppId, UserId};
 use crate::message::JsonText;
 use crate::store::{
@@ -226,38 +225,29 @@ fn message_of(app: &AppId, reply: &[String]) -> StoreResult<Option<(u8, u64, Add
     if code == "0" {
         return Ok(None);
     }
-    let mut f: HashMap<&str, &str> = flat
-        .chunks_exact(2)
-        .map(|kv| (kv[0].as_str(), kv[1].as_str()))
-        .collect();
-    let mut take = |name: &str| f.remove(name).map(str::to_owned);
-    let int = |name: &str, v: Option<String>| -> StoreResult<Option<i64>> {
-        v.map(|v| v.parse::<i64>().map_err(|_| bad(name, v)))
-            .transpose()
-    };
-    let status = take("status").unwrap_or_default();
-    let kind = take("kind").unwrap_or_default();
-    let body = take("body").unwrap_or_default();
-    let recipient = take("recipient").unwrap_or_default();
-    let offset = int("offset", take("offset"))?.unwrap_or(0);
+    let mut f = Fields::new("message", flat);
+    let status = f.take("status").unwrap_or_default();
+    let body = f.take("body").unwrap_or_default();
+    let recipient = f.take("recipient").unwrap_or_default();
+    let offset = f.int("offset")?.unwrap_or(0);
     let message = AddressedMessage {
-        id: take("id").unwrap_or_default(),
+        id: f.take("id").unwrap_or_default(),
         app: app.clone(),
         recipient: UserId::parse(recipient).map_err(|e| bad("recipient", e))?,
-        foreign_id: take("foreign_id"),
-        body: if kind == "data" {
+        foreign_id: f.take("foreign_id"),
+        body: if f.take("kind").as_deref() == Some("data") {
             MessageBody::Data(JsonText::stored(body))
         } else {
             MessageBody::Text(body)
         },
-        topic: take("topic"),
+        topic: f.take("topic"),
         status: MessageStatus::parse(&status).ok_or_else(|| bad("status", &status))?,
-        created_us: int("created_us", take("created_us"))?.unwrap_or(0),
-        expires_us: int("expires_us", take("expires_us"))?,
-        delivered_us: int("delivered_us", take("delivered_us"))?,
-        cancelled_us: int("cancelled_us", take("cancelled_us"))?,
-        expired_us: int("expired_us", take("expired_us"))?,
-        global_message_id: take("global_message_id"),
+        created_us: f.int("created_us")?.unwrap_or(0),
+        expires_us: f.int("expires_us")?,
+        delivered_us: f.int("delivered_us")?,
+        cancelled_us: f.int("cancelled_us")?,
+        expired_us: f.int("expired_us")?,
+        global_message_id: f.take("global_message_id"),
     };
     let code = if code == "2" { 2 } else { 1 };
     Ok(Some((code, offset.max(0).unsigned_abs(), message)))

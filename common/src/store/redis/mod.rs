@@ -153,6 +153,47 @@ impl RedisStore {
     }
 }
 
+/// A hash's fields as `HGETALL` or a script returns them (`field, value, field, …`),
+/// taken one by one into a record.
+pub(super) struct Fields<'a> {
+    what: &'static str,
+    fields: std::collections::HashMap<&'a str, &'a str>,
+}
+
+impl<'a> Fields<'a> {
+    /// The fields of a `what` (named in errors).
+    pub(super) fn new(what: &'static str, flat: &'a [String]) -> Fields<'a> {
+        let fields = flat
+            .chunks_exact(2)
+            .map(|kv| (kv[0].as_str(), kv[1].as_str()))
+            .collect();
+        Fields { what, fields }
+    }
+
+    pub(super) fn take(&mut self, name: &str) -> Option<String> {
+        self.fields.remove(name).map(str::to_owned)
+    }
+
+    /// An integer field; absent is `None`, anything else not an integer an error.
+    pub(super) fn int(&mut self, name: &str) -> StoreResult<Option<i64>> {
+        self.take(name)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| StoreError::Internal(format!("{} {name}: {v:?}", self.what)))
+            })
+            .transpose()
+    }
+}
+
+/// Whether a create-if-absent script created (`1`) or found the id taken.
+fn created(reply: i64, what: &str, id: &str) -> StoreResult<()> {
+    if reply == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Internal(format!("{what} {id} already exists")))
+    }
+}
+
 /// A Redis error as a `StoreError`: what the client deems worth retrying (connection
 /// trouble, a loading or read-only server, `TRYAGAIN`) is `Unavailable`, the rest (a
 /// script error, an unexpected reply) `Internal`.

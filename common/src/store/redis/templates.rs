@@ -6,11 +6,11 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use redis::Script;
 
-use super::RedisStore;
+use super::{RedisStore, created};
 use crate::ids::AppId;
 use crate::message::JsonText;
+use crate::store::StoreResult;
 use crate::store::templates::{Template, Templates};
-use crate::store::{StoreError, StoreResult};
 
 static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -32,15 +32,8 @@ impl Templates for RedisStore {
             template.created_us.to_string(),
             template.ttl.map(|t| t.to_string()).unwrap_or_default(),
         ];
-        let created: i64 = self.script(&CREATE, &[key], &args).await?;
-        if created == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Internal(format!(
-                "template {} already exists",
-                template.id
-            )))
-        }
+        let reply = self.script(&CREATE, &[key], &args).await?;
+        created(reply, "template", &template.id)
     }
 
     async fn template(&self, app: &AppId, id: &str) -> StoreResult<Option<Template>> {
