@@ -18,8 +18,9 @@ test: venv reference
 	$(CARGO) clippy --release --all-targets -- -D warnings
 	$(CARGO) build --release --bins
 	$(CARGO) test --release --workspace --no-fail-fast
-	# The same binaries on the Redis store (each cluster starts its own redis-server).
-	HERALD_E2E_STORE=redis $(CARGO) test --release -p e2e --no-fail-fast \
+	# The same binaries on the Redis store (each cluster starts its own redis-server);
+	# --workspace keeps the features of the build above, so nothing is compiled again.
+	HERALD_E2E_STORE=redis $(CARGO) test --release --workspace --no-fail-fast \
 		--test messages --test webhooks --test native --test v1_api --test mozilla_api --test recovery
 
 build:

@@ -223,8 +223,13 @@ pub struct Ports {
     pub router_http: u16,
     pub monitor: u16,
     pub edges: Vec<u16>,
-    /// The cluster's own `redis-server` when the store is Redis (`HERALD_E2E_STORE=redis`).
+    /// The cluster's own `redis-server` when the store is Redis (`HERALD_E2E_STORE=redis`,
+    /// or `Options::redis`).
     pub redis: Option<u16>,
+    /// Routers after the first: `(pull, publish, http)` each.
+    pub more_routers: Vec<(u16, u16, u16)>,
+    /// API processes after the first.
+    pub more_apis: Vec<u16>,
 }
 
 impl Ports {
@@ -238,7 +243,29 @@ impl Ports {
             monitor: free_port(),
             edges: (0..edges).map(|_| free_port()).collect(),
             redis: redis_store().then(free_port),
+            more_routers: Vec::new(),
+            more_apis: Vec::new(),
         }
+    }
+
+    /// The ports of the cluster `options` describe.
+    pub fn for_options(options: &Options) -> Ports {
+        let mut ports = Ports::free(options.edges);
+        if options.redis && ports.redis.is_none() {
+            ports.redis = Some(free_port());
+        }
+        ports.more_routers = (1..options.routers.max(1))
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        ports.more_apis = (1..options.apis.max(1)).map(|_| free_port()).collect();
+        ports
+    }
+
+    /// Every router's `(pull, publish, http)` ports, the first router's first.
+    pub fn routers(&self) -> Vec<(u16, u16, u16)> {
+        let mut all = vec![(self.router_pull, self.router_pub, self.router_http)];
+        all.extend(self.more_routers.iter().copied());
+        all
     }
 }
 
@@ -253,11 +280,14 @@ pub fn redis_store() -> bool {
     }
 }
 
-/// A whole cluster of real processes: router, API, N edges, optionally the monitor.
+/// A whole cluster of real processes: router(s), API(s), N edges, optionally the monitor.
 pub struct Cluster {
     pub ports: Ports,
     pub router: Proc,
     pub api: Proc,
+    /// Routers and API processes after the first (`Options::routers`, `Options::apis`).
+    pub more_routers: Vec<Proc>,
+    pub more_apis: Vec<Proc>,
     pub edges: Vec<Proc>,
     pub monitor: Option<Proc>,
     /// The Redis store's server, when `ports.redis` is set.
@@ -270,6 +300,12 @@ pub struct Cluster {
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     pub edges: usize,
+    /// Routers and API processes (at least one of each).
+    pub routers: usize,
+    pub apis: usize,
+    /// Keep the state in a `redis-server` of the cluster's own, whatever
+    /// `HERALD_E2E_STORE` says.
+    pub redis: bool,
     pub monitor: bool,
     /// Extra `HERALD__*` overrides (without the prefix) for every process.
     pub env: &'static [(&'static str, &'static str)],
@@ -282,6 +318,9 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             edges: 1,
+            routers: 1,
+            apis: 1,
+            redis: false,
             monitor: false,
             env: &[],
             config: "",
@@ -293,7 +332,7 @@ impl Cluster {
     /// Starts the processes and waits until each reports healthy.
     pub async fn start(options: Options) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let ports = Ports::free(options.edges);
+        let ports = Ports::for_options(&options);
         let redis = ports.redis.map(common::testing::RedisServer::start_on);
         let mut env = cluster_env(dir.path(), &ports);
         for (key, value) in options.env {
@@ -307,7 +346,37 @@ impl Cluster {
             Proc::start_configured(name, binary, config.clone(), env, vec![], log(name))
         };
         let router = start("router", "router", env.clone());
+        let more_routers = ports
+            .more_routers
+            .iter()
+            .enumerate()
+            .map(|(i, (pull, publish, http))| {
+                let mut env = env.clone();
+                for (key, value) in [
+                    ("ROUTER__PULL", format!("tcp://127.0.0.1:{pull}")),
+                    ("ROUTER__PUBLISH", format!("tcp://127.0.0.1:{publish}")),
+                    ("ROUTER__LISTEN", format!("127.0.0.1:{http}")),
+                ] {
+                    env.insert(format!("HERALD__{key}"), value);
+                }
+                start(&format!("router{}", i + 1), "router", env)
+            })
+            .collect();
         let api = start("api", "api", env.clone());
+        let more_apis = ports
+            .more_apis
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let mut env = env.clone();
+                env.insert("HERALD__API__LISTEN".into(), format!("127.0.0.1:{port}"));
+                env.insert(
+                    "HERALD__API__PUBLIC_URL".into(),
+                    format!("http://127.0.0.1:{port}"),
+                );
+                start(&format!("api{}", i + 1), "api", env)
+            })
+            .collect();
         let edges = ports
             .edges
             .iter()
@@ -334,6 +403,8 @@ impl Cluster {
             ports,
             router,
             api,
+            more_routers,
+            more_apis,
             edges,
             monitor,
         };
@@ -343,12 +414,12 @@ impl Cluster {
 
     /// Waits for every process's `/health` to answer 200.
     pub async fn wait_healthy(&self) {
-        wait_health(&format!(
-            "http://127.0.0.1:{}/health",
-            self.ports.router_http
-        ))
-        .await;
-        wait_health(&format!("{}/health", self.api_url())).await;
+        for (_, _, http) in self.ports.routers() {
+            wait_health(&format!("http://127.0.0.1:{http}/health")).await;
+        }
+        for url in self.api_urls() {
+            wait_health(&format!("{url}/health")).await;
+        }
         for i in 0..self.edges.len() {
             wait_health(&format!("http://127.0.0.1:{}/health", self.ports.edges[i])).await;
         }
@@ -359,6 +430,14 @@ impl Cluster {
 
     pub fn api_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.ports.api)
+    }
+
+    /// Every API process's `http://127.0.0.1:<port>`, the first's first.
+    pub fn api_urls(&self) -> Vec<String> {
+        std::iter::once(self.ports.api)
+            .chain(self.ports.more_apis.iter().copied())
+            .map(|port| format!("http://127.0.0.1:{port}"))
+            .collect()
     }
 
     /// `ws://127.0.0.1:<port>` of edge `i`.
@@ -394,13 +473,21 @@ pub fn cluster_env(dir: &Path, ports: &Ports) -> BTreeMap<String, String> {
         "MONITOR__TOKEN_FILE",
         dir.join("monitor.token").display().to_string(),
     );
+    let list = |ports: Vec<u16>| {
+        let quoted: Vec<String> = ports
+            .iter()
+            .map(|p| format!("\"tcp://127.0.0.1:{p}\""))
+            .collect();
+        format!("[{}]", quoted.join(","))
+    };
+    let routers = ports.routers();
     set(
         "CLUSTER__ROUTER_PULL",
-        format!("[\"tcp://127.0.0.1:{}\"]", ports.router_pull),
+        list(routers.iter().map(|r| r.0).collect()),
     );
     set(
         "CLUSTER__ROUTER_PUB",
-        format!("[\"tcp://127.0.0.1:{}\"]", ports.router_pub),
+        list(routers.iter().map(|r| r.1).collect()),
     );
     if let Some(port) = ports.redis {
         set("STORE__BACKEND", "redis".into());
