@@ -18,6 +18,7 @@
 //! | `rid:<S>\|<replaceId>` | zset | offsets of the entries with that `replaceId` |
 //! | `history_streams` | set | `S` of every channel with history on (what pruning visits; written only by configuration) |
 //! | `idem:<app>:<channel>\|<key>` | string | the first result of an idempotency key, expiring with it (plus a minute's grace) |
+//! | `published:<app>:<channel>\|<id>` | string | a publish's result for a minute, so that a retry of the same publish (its reply lost with the connection) returns it instead of appending again |
 //!
 //! Lua numbers are doubles: µs times and offsets stay below 2^53, and are turned into
 //! strings with `%d` (never `tostring`, which rounds to 14 digits).
@@ -107,6 +108,14 @@ static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
         r"
 local P, app, ch, S, id, created, expires, rid, json, key, key_expires, key_ttl = unpack(ARGV)
 created = tonumber(created)
+-- This very publish ran before (a retry after its reply was lost): the same result.
+local done = P .. 'published:' .. app .. ':' .. ch .. '|' .. id
+local before = redis.call('GET', done)
+if before then
+  local f = {}
+  for part in string.gmatch(before .. '\n', '([^\n]*)\n') do f[#f + 1] = part end
+  return {'fresh', f[1], f[2], f[3]}
+end
 local idem = P .. 'idem:' .. app .. ':' .. ch .. '|' .. key
 if key ~= '' then
   local earlier = redis.call('GET', idem)
@@ -147,6 +156,7 @@ if key ~= '' then
   local value = table.concat({id, d(created), epoch, offset, expires, key_expires}, '\n')
   redis.call('SET', idem, value, 'PX', key_ttl)
 end
+redis.call('SET', done, table.concat({d(created), epoch, offset}, '\n'), 'PX', 60000)
 return {'fresh', d(created), epoch, offset}
 ",
     )

@@ -54,6 +54,8 @@ local function transition(P, app, id, to, at)
   local key = msg_key(P, app, id)
   local m = redis.call('HMGET', key, 'status', 'expires_us', 'foreign_id', 'recipient')
   if not m[1] then return {'0'} end
+  -- This very transition ran before (a retry after the reply was lost): done.
+  if m[1] == to and redis.call('HGET', key, COLUMN[to]) == at then return reply('2', key) end
   if m[1] ~= 'PENDING' or (to == 'DELIVERED' and m[2] and tonumber(m[2]) <= tonumber(at)) then
     return reply('1', key)
   end
@@ -84,8 +86,13 @@ for i = 4, #ARGV, 10 do
   local app, id, user, foreign, kind, body, topic, created, expires, global =
     unpack(ARGV, i, i + 9)
   local key = msg_key(P, app, id)
-  if missing_only and redis.call('EXISTS', key) == 1 then
+  local existing = redis.call('HGET', key, 'offset')
+  if existing and missing_only then
     out[#out + 1] = {}
+  elseif existing then
+    -- Created before (a retry after the reply was lost): the same position.
+    local epoch = redis.call('HGET', P .. 'stream:i/' .. app .. '/' .. user, 'epoch')
+    out[#out + 1] = {epoch, existing}
   else
     local meta = P .. 'stream:i/' .. app .. '/' .. user
     if redis.call('EXISTS', meta) == 0 then

@@ -9,7 +9,10 @@
 //! background). Its first command after a dropped connection fails with an I/O error and
 //! the next one succeeds (NOTES.md), so every call is tried once more on an I/O error
 //! (`RedisStore::call`); what still fails is `StoreError::Unavailable`. Every transition
-//! that reads before it writes is one Lua script (atomic on the server).
+//! that reads before it writes is one Lua script (atomic on the server). A script run
+//! again after its reply was lost gives its first result: appends recognise their message
+//! (`published:…`, the queue message's key, the message id) and a status transition its
+//! own time, so a retry never appends or records twice.
 //!
 //! # Key schema
 //! Every key starts with the configured prefix `P` (`store.redis_prefix`, default
@@ -232,6 +235,95 @@ mod tests {
         };
         let stores = crate::store::open(&config).await.unwrap();
         conformance::run_all(stores).await;
+    }
+
+    /// `call` runs a script again after an I/O error, which may follow a run whose reply
+    /// was lost: the writes that append must then give their first result, not append twice.
+    #[tokio::test]
+    async fn a_repeated_append_returns_its_first_result() {
+        use crate::ids::{AppId, ChannelName, UserId};
+        use crate::message::{ChannelMessage, QueueBody, QueueMessage};
+        use crate::store::{
+            AddressedMessage, Channels, History, MessageBody, MessageStatus, Messages, Queues,
+        };
+        let server = RedisServer::start();
+        let redis = RedisStore::open(&server.url(), "t:").await.unwrap();
+        let app = AppId::parse("retry").unwrap();
+        let channel = ChannelName::parse("news").unwrap();
+        let history = History {
+            size: Some(10),
+            ttl: None,
+        };
+        redis
+            .configure_channel(&app, &channel, history, 1)
+            .await
+            .unwrap();
+        let message = ChannelMessage {
+            id: "c1".into(),
+            app: app.clone(),
+            channel: channel.clone(),
+            data: serde_json::json!(1).into(),
+            created_us: 5,
+            expires_us: None,
+            replace_id: None,
+        };
+        let first = redis.publish_channel_message(&message, None).await.unwrap();
+        let again = redis.publish_channel_message(&message, None).await.unwrap();
+        assert_eq!(first, again);
+        let kept = redis
+            .channel_history(&app, &channel, 0, 10, 10)
+            .await
+            .unwrap();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+
+        redis.create_token("tok", "own", 1).await.unwrap();
+        let queued = QueueMessage {
+            key: "k1".into(),
+            queue: "own".into(),
+            token: "tok".into(),
+            created_us: 5,
+            body: QueueBody::default(),
+        };
+        let first = redis.add_queue_message(&queued).await.unwrap();
+        let again = redis.add_queue_message(&queued).await.unwrap();
+        assert_eq!(first, again);
+
+        let addressed = AddressedMessage {
+            id: "m1".into(),
+            app: app.clone(),
+            recipient: UserId::parse("u1").unwrap(),
+            foreign_id: None,
+            body: MessageBody::Text("hi".into()),
+            topic: None,
+            status: MessageStatus::Pending,
+            created_us: 5,
+            expires_us: None,
+            delivered_us: None,
+            cancelled_us: None,
+            expired_us: None,
+            global_message_id: None,
+        };
+        let first = redis
+            .create_messages(std::slice::from_ref(&addressed))
+            .await
+            .unwrap();
+        let again = redis.create_messages(&[addressed]).await.unwrap();
+        assert_eq!(first, again);
+        let delivered = redis
+            .transition_message(&app, "m1", MessageStatus::Delivered, 7)
+            .await
+            .unwrap();
+        let repeated = redis
+            .transition_message(&app, "m1", MessageStatus::Delivered, 7)
+            .await
+            .unwrap();
+        assert!(matches!(delivered, Some(crate::store::Transition::Done(_))));
+        assert_eq!(delivered, repeated, "the same transition again is done");
+        let later = redis
+            .transition_message(&app, "m1", MessageStatus::Delivered, 8)
+            .await
+            .unwrap();
+        assert!(matches!(later, Some(crate::store::Transition::Refused(_))));
     }
 
     #[tokio::test]

@@ -144,6 +144,12 @@ if redis.call('HGET', P .. 'queue:' .. queue, 'token') ~= token then return {} e
 local meta = P .. 'stream:t/' .. token
 local m = redis.call('HMGET', meta, 'epoch', 'head', 'last_us')
 if not m[1] then return {} end
+-- Stored before under this key (a retry after the reply was lost): the same result.
+local stored = redis.call('HGET', P .. 'qmsg:' .. token, key)
+if stored then
+  local offset, at = string.match(stored, '^([^\n]*)\n([^\n]*)\n')
+  return {at, m[1], offset}
+end
 local head = tonumber(m[2]) + 1
 created = math.max(tonumber(m[3]) + 1, tonumber(created))
 redis.call('HSET', meta, 'head', d(head), 'last_us', d(created))
