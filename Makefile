@@ -20,8 +20,8 @@ test: venv reference
 	$(CARGO) test --release --workspace --no-fail-fast
 	# The same binaries on the Redis store (each cluster starts its own redis-server);
 	# --workspace keeps the features of the build above, so nothing is compiled again.
-	HERALD_E2E_STORE=redis $(CARGO) test --release --workspace --no-fail-fast \
-		--test messages --test webhooks --test native --test v1_api --test mozilla_api --test recovery
+	HERALD_E2E_STORE=redis $(CARGO) test --release --workspace --no-fail-fast --test cluster -- \
+		messages:: webhooks:: native:: v1_api:: mozilla_api:: recovery::
 
 build:
 	$(CARGO) build --release --bins

@@ -183,7 +183,7 @@ async fn stores_then_pushes_to_the_router() {
 }
 
 /// (A router restart needs a real process to die: an in-process drop leaves zmq.rs peer
-/// connections open. `e2e/tests/faults.rs` covers it with kill -9.)
+/// connections open. `e2e/tests/cluster/faults.rs` covers it with kill -9.)
 #[tokio::test]
 async fn health_is_503_until_a_router_answers() {
     let api = start(|c| {
