@@ -8,10 +8,14 @@ VENV := .venv
 # The original Thunderpush server and browser client the compatibility tests compare with.
 REFERENCE := target/reference
 
-.PHONY: run test build venv reference bench clean
+.PHONY: run run-redis test build venv reference bench clean
 
 run: build venv
 	etc/run.sh
+
+# The same on the Redis store, with its own redis-server (etc/circus-redis.ini).
+run-redis: build venv
+	CIRCUS_INI=etc/circus-redis.ini etc/run.sh
 
 test: venv reference
 	$(CARGO) fmt --all -- --check

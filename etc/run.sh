@@ -2,12 +2,23 @@
 # `make run`: starts the whole Herald cluster under circusd from the repository root, waits
 # until it answers, prints where everything listens and the dev credentials, then stays in
 # the foreground. Ctrl-C (or SIGTERM) stops circusd, which drains every process.
+# `make run-redis` runs the Redis layout instead (CIRCUS_INI=etc/circus-redis.ini).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ini=${CIRCUS_INI:-circus.ini}
 mkdir -p var/log
+state="state in var/herald.db"
+if [ "$ini" = etc/circus-redis.ini ]; then
+    if ! command -v redis-server >/dev/null; then
+        echo "redis-server is not installed (Debian: apt-get install redis-server)" >&2
+        exit 1
+    fi
+    mkdir -p var/redis
+    state="state in Redis on 127.0.0.1:6390, data in var/redis/"
+fi
 
 # Own session, so Ctrl-C reaches only this script, which then stops circusd in order.
-setsid .venv/bin/circusd circus.ini &
+setsid .venv/bin/circusd "$ini" &
 circusd=$!
 stop() {
     # Once, however many signals arrive (make forwards the one the group already got).
@@ -47,10 +58,10 @@ fi
 
 if [ "$up" = yes ]; then
     echo
-    echo "Herald is running (circus.ini, state in var/herald.db, logs in var/log/)."
+    echo "Herald is running ($ini, $state, logs in var/log/)."
 else
     echo
-    echo "Herald is NOT healthy yet (circus.ini, state in var/herald.db, logs in var/log/)."
+    echo "Herald is NOT healthy yet ($ini, $state, logs in var/log/)."
 fi
 cat <<'BANNER'
 
@@ -59,6 +70,7 @@ cat <<'BANNER'
                     (/ws native, / and /socket Mozilla, /push/socket VPush,
                      /connect Thunderpush over SockJS)
   router            tcp://127.0.0.1:9988 (PULL) tcp://127.0.0.1:9989 (PUB), http://127.0.0.1:5004/health
+                    (the Redis layout adds a second: 9990, 9991, http://127.0.0.1:5006/health)
   monitor           http://127.0.0.1:5003/     (/status for JSON)
   circusctl         .venv/bin/circusctl --endpoint tcp://127.0.0.1:5555 status
 

@@ -60,6 +60,9 @@ pub struct StoreConfig {
     pub redis_url: String,
     /// What every Redis key starts with, so that several clusters can share a server.
     pub redis_prefix: String,
+    /// Milliseconds an edge's registry entry and presence keys live in Redis after its
+    /// last heartbeat, so they go even if no monitor prunes them.
+    pub redis_live_ttl_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -72,6 +75,7 @@ impl Default for StoreConfig {
             sqlite_readers: 4,
             redis_url: "redis://127.0.0.1:6379/".into(),
             redis_prefix: "herald:".into(),
+            redis_live_ttl_ms: 3_600_000,
         }
     }
 }
@@ -463,6 +467,17 @@ impl Config {
             if value == 0 {
                 problems.push(format!("{name} must be greater than 0"));
             }
+        }
+        let live_floor = self
+            .cluster
+            .node_ttl_ms
+            .max(e.heartbeat_ms.saturating_mul(3));
+        if self.store.backend == StoreBackend::Redis && self.store.redis_live_ttl_ms < live_floor {
+            problems.push(format!(
+                "store.redis_live_ttl_ms ({}) must be at least cluster.node_ttl_ms and 3 × \
+                 websockets.heartbeat_ms ({live_floor}), or live edges' keys would expire",
+                self.store.redis_live_ttl_ms
+            ));
         }
         let w = &self.webhooks;
         if w.lease_ms <= w.timeout_ms {

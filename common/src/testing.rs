@@ -101,7 +101,10 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
 /// `appendfsync always`) in its own temporary directory, stopped and removed when dropped.
 /// Needs `redis-server` on `PATH` (`.ci/run` installs Debian's).
 pub struct RedisServer {
+    ip: std::net::IpAddr,
     port: u16,
+    /// The network namespace it runs in (`ip netns exec`), if any.
+    netns: Option<String>,
     dir: tempfile::TempDir,
     child: Option<std::process::Child>,
 }
@@ -117,7 +120,15 @@ impl RedisServer {
 
     /// Like `start`, on `port` (one `free_port` gave).
     pub fn start_on(port: u16) -> RedisServer {
+        RedisServer::start_at(std::net::Ipv4Addr::LOCALHOST.into(), port, None)
+    }
+
+    /// Like `start`, listening on `ip:port`, inside network namespace `netns` if given
+    /// (multi-host tests; `ip` must be that namespace's address).
+    pub fn start_at(ip: std::net::IpAddr, port: u16, netns: Option<&str>) -> RedisServer {
         let mut server = RedisServer {
+            ip,
+            netns: netns.map(str::to_owned),
             port,
             dir: tempfile::tempdir().expect("a temporary directory"),
             child: None,
@@ -126,9 +137,9 @@ impl RedisServer {
         server
     }
 
-    /// `redis://127.0.0.1:<port>/`.
+    /// `redis://<ip>:<port>/`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        format!("redis://{}/", std::net::SocketAddr::new(self.ip, self.port))
     }
 
     pub fn port(&self) -> u16 {
@@ -163,8 +174,24 @@ impl RedisServer {
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::File::create(self.dir.path().join("redis.log")).expect("a log file");
-        let child = std::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = std::process::Command::new("ip");
+                command.args(["netns", "exec", netns, "redis-server"]);
+                command
+            }
+            None => std::process::Command::new("redis-server"),
+        };
+        let child = command
+            .args([
+                "--bind",
+                &self.ip.to_string(),
+                "--port",
+                &self.port.to_string(),
+            ])
+            // The test's own server on the test's own network: clients from other hosts
+            // (namespaces) need no password.
+            .args(["--protected-mode", "no"])
             .args([
                 "--save",
                 "",
@@ -195,7 +222,7 @@ impl RedisServer {
     /// Whether the server answers `PING` with `+PONG` (a loading server answers an error).
     fn answers(&self) -> bool {
         use std::io::{Read, Write};
-        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+        let Ok(mut stream) = std::net::TcpStream::connect((self.ip, self.port)) else {
             return false;
         };
         let timeout = Some(std::time::Duration::from_secs(1));

@@ -9,8 +9,9 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::SplitSink;
@@ -21,6 +22,9 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::hosts::{Host, Network};
+
+pub mod hosts;
 pub mod receiver;
 pub mod thunderpush;
 pub mod tls;
@@ -88,6 +92,7 @@ pub struct Proc {
     args: Vec<String>,
     env: BTreeMap<String, String>,
     log: PathBuf,
+    host: Host,
     child: Option<Child>,
 }
 
@@ -114,6 +119,19 @@ impl Proc {
         args: Vec<String>,
         log: PathBuf,
     ) -> Proc {
+        Proc::start_on(Host::loopback(), name, binary, config, env, log, args)
+    }
+
+    /// Like `start_configured`, on `host` (in its network namespace, if it has one).
+    pub fn start_on(
+        host: Host,
+        name: &str,
+        binary: &str,
+        config: PathBuf,
+        env: BTreeMap<String, String>,
+        log: PathBuf,
+        args: Vec<String>,
+    ) -> Proc {
         let mut proc = Proc {
             name: name.into(),
             binary: binary.into(),
@@ -121,6 +139,7 @@ impl Proc {
             args,
             env,
             log,
+            host,
             child: None,
         };
         proc.spawn();
@@ -133,7 +152,9 @@ impl Proc {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(binary(&self.binary))
+        let child = self
+            .host
+            .command(&binary(&self.binary))
             .arg("--config")
             .arg(&self.config)
             .args(&self.args)
@@ -230,6 +251,55 @@ pub struct Ports {
     pub more_routers: Vec<(u16, u16, u16)>,
     /// API processes after the first.
     pub more_apis: Vec<u16>,
+    /// Which host each process runs on.
+    pub hosts: Placement,
+}
+
+/// Which host each process of a cluster runs on: all on `127.0.0.1` unless the cluster
+/// spans several hosts (`Options::hosts`).
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub redis: Host,
+    pub monitor: Host,
+    /// One per router, the first router's first; likewise for APIs and edges.
+    pub routers: Vec<Host>,
+    pub apis: Vec<Host>,
+    pub edges: Vec<Host>,
+}
+
+impl Placement {
+    /// Everything on the loopback host.
+    pub fn loopback(routers: usize, apis: usize, edges: usize) -> Placement {
+        Placement::spread(&[Host::loopback()], routers, apis, edges)
+    }
+
+    /// Every process's host (repeated for processes sharing one).
+    pub fn all(&self) -> impl Iterator<Item = &Host> {
+        [&self.redis, &self.monitor]
+            .into_iter()
+            .chain(&self.routers)
+            .chain(&self.apis)
+            .chain(&self.edges)
+    }
+
+    /// Redis and the monitor on the first host; router, API and edge `i` each on host
+    /// `1 + i % (n - 1)`, so with three hosts every kind of link crosses hosts.
+    pub fn spread(hosts: &[Host], routers: usize, apis: usize, edges: usize) -> Placement {
+        let on = |i: usize| {
+            let host = match hosts.len() {
+                1 => 0,
+                n => 1 + i % (n - 1),
+            };
+            hosts[host].clone()
+        };
+        Placement {
+            redis: hosts[0].clone(),
+            monitor: hosts[0].clone(),
+            routers: (0..routers.max(1)).map(on).collect(),
+            apis: (0..apis.max(1)).map(on).collect(),
+            edges: (0..edges).map(on).collect(),
+        }
+    }
 }
 
 impl Ports {
@@ -245,6 +315,7 @@ impl Ports {
             redis: redis_store().then(free_port),
             more_routers: Vec::new(),
             more_apis: Vec::new(),
+            hosts: Placement::loopback(1, 1, edges),
         }
     }
 
@@ -258,7 +329,34 @@ impl Ports {
             .map(|_| (free_port(), free_port(), free_port()))
             .collect();
         ports.more_apis = (1..options.apis.max(1)).map(|_| free_port()).collect();
+        ports.hosts = Placement::loopback(options.routers, options.apis, options.edges);
         ports
+    }
+
+    /// `ip:port` of every router's `(pull, publish, http)` sockets, the first's first.
+    pub fn router_addresses(&self) -> Vec<(String, String, String)> {
+        self.routers()
+            .into_iter()
+            .zip(&self.hosts.routers)
+            .map(|((pull, publish, http), host)| {
+                let at = |port| format!("{}:{port}", authority(host.ip));
+                (at(pull), at(publish), at(http))
+            })
+            .collect()
+    }
+
+    /// Every API process's `ip:port`, the first's first.
+    pub fn api_addresses(&self) -> Vec<String> {
+        std::iter::once(self.api)
+            .chain(self.more_apis.iter().copied())
+            .zip(&self.hosts.apis)
+            .map(|(port, host)| format!("{}:{port}", authority(host.ip)))
+            .collect()
+    }
+
+    /// Edge `i`'s `ip:port`.
+    pub fn edge_address(&self, i: usize) -> String {
+        format!("{}:{}", authority(self.hosts.edges[i].ip), self.edges[i])
     }
 
     /// Every router's `(pull, publish, http)` ports, the first router's first.
@@ -266,6 +364,14 @@ impl Ports {
         let mut all = vec![(self.router_pull, self.router_pub, self.router_http)];
         all.extend(self.more_routers.iter().copied());
         all
+    }
+}
+
+/// `ip` as the host part of a URL (IPv6 in brackets).
+pub fn authority(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
     }
 }
 
@@ -292,6 +398,9 @@ pub struct Cluster {
     pub monitor: Option<Proc>,
     /// The Redis store's server, when `ports.redis` is set.
     pub redis: Option<common::testing::RedisServer>,
+    /// The hosts of a cluster spread over several (`Options::hosts`), removed after the
+    /// processes have stopped.
+    pub network: Option<Network>,
     /// Last, so that it outlives the processes: their logs are read when a test fails.
     pub dir: tempfile::TempDir,
 }
@@ -307,6 +416,11 @@ pub struct Options {
     /// `HERALD_E2E_STORE` says.
     pub redis: bool,
     pub monitor: bool,
+    /// Spread the processes over this many hosts (`hosts::Network`: network namespaces
+    /// as root, else `127.0.0.2`, `127.0.0.3`, …; see `Placement::spread`), each with a
+    /// directory of its own for its config and logs. 0 or 1: everything on `127.0.0.1`.
+    /// Needs the Redis store, since SQLite is a file every process opens.
+    pub hosts: usize,
     /// Extra `HERALD__*` overrides (without the prefix) for every process.
     pub env: &'static [(&'static str, &'static str)],
     /// TOML appended to a copy of `etc/herald.toml` (e.g. more `[[apps.keys]]` for the
@@ -322,6 +436,7 @@ impl Default for Options {
             apis: 1,
             redis: false,
             monitor: false,
+            hosts: 0,
             env: &[],
             config: "",
         }
@@ -332,79 +447,120 @@ impl Cluster {
     /// Starts the processes and waits until each reports healthy.
     pub async fn start(options: Options) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let ports = Ports::for_options(&options);
-        let redis = ports.redis.map(common::testing::RedisServer::start_on);
+        let mut ports = Ports::for_options(&options);
+        let network = (options.hosts > 1).then(|| {
+            assert!(
+                ports.redis.is_some(),
+                "a cluster on several hosts needs the Redis store (Options::redis)"
+            );
+            Network::create(options.hosts)
+        });
+        if let Some(network) = &network {
+            ports.hosts =
+                Placement::spread(&network.hosts, options.routers, options.apis, options.edges);
+        }
+        let redis = ports.redis.map(|port| {
+            let host = &ports.hosts.redis;
+            common::testing::RedisServer::start_at(host.ip, port, host.netns.as_deref())
+        });
         let mut env = cluster_env(dir.path(), &ports);
         for (key, value) in options.env {
             env.insert(format!("HERALD__{key}"), (*value).to_owned());
         }
-        let config = dir.path().join("herald.toml");
         let base = std::fs::read_to_string(repo_root().join("etc/herald.toml")).unwrap();
-        std::fs::write(&config, format!("{base}\n{}\n", options.config)).unwrap();
-        let log = |name: &str| dir.path().join(format!("{name}.log"));
-        let start = |name: &str, binary: &str, env: BTreeMap<String, String>| {
-            Proc::start_configured(name, binary, config.clone(), env, vec![], log(name))
+        let config = format!("{base}\n{}\n", options.config);
+        // Each host's own directory (config, logs): nothing is shared through files. Each
+        // config is written once, before any process that reads it starts.
+        let host_dir = |host: &Host| match &network {
+            Some(_) => dir.path().join(host.ip.to_string()),
+            None => dir.path().to_path_buf(),
         };
-        let router = start("router", "router", env.clone());
-        let more_routers = ports
-            .more_routers
+        for host in ports.hosts.all() {
+            let path = host_dir(host);
+            if !path.join("herald.toml").exists() {
+                std::fs::create_dir_all(&path).unwrap();
+                std::fs::write(path.join("herald.toml"), &config).unwrap();
+            }
+        }
+        let start = |name: &str, binary: &str, host: &Host, env: BTreeMap<String, String>| {
+            let here = host_dir(host);
+            let log = here.join(format!("{name}.log"));
+            let config = here.join("herald.toml");
+            Proc::start_on(host.clone(), name, binary, config, env, log, vec![])
+        };
+        let routers = ports.router_addresses();
+        let mut routers: Vec<Proc> = routers
             .iter()
+            .zip(&ports.hosts.routers)
             .enumerate()
-            .map(|(i, (pull, publish, http))| {
+            .map(|(i, ((pull, publish, http), host))| {
                 let mut env = env.clone();
                 for (key, value) in [
-                    ("ROUTER__PULL", format!("tcp://127.0.0.1:{pull}")),
-                    ("ROUTER__PUBLISH", format!("tcp://127.0.0.1:{publish}")),
-                    ("ROUTER__LISTEN", format!("127.0.0.1:{http}")),
+                    ("ROUTER__PULL", format!("tcp://{pull}")),
+                    ("ROUTER__PUBLISH", format!("tcp://{publish}")),
+                    ("ROUTER__LISTEN", http.clone()),
                 ] {
                     env.insert(format!("HERALD__{key}"), value);
                 }
-                start(&format!("router{}", i + 1), "router", env)
+                let name = if i == 0 {
+                    "router".into()
+                } else {
+                    format!("router{i}")
+                };
+                start(&name, "router", host, env)
             })
             .collect();
-        let api = start("api", "api", env.clone());
-        let more_apis = ports
-            .more_apis
+        let mut apis: Vec<Proc> = ports
+            .api_addresses()
             .iter()
+            .zip(&ports.hosts.apis)
             .enumerate()
-            .map(|(i, port)| {
+            .map(|(i, (address, host))| {
                 let mut env = env.clone();
-                env.insert("HERALD__API__LISTEN".into(), format!("127.0.0.1:{port}"));
+                env.insert("HERALD__API__LISTEN".into(), address.clone());
                 env.insert(
                     "HERALD__API__PUBLIC_URL".into(),
-                    format!("http://127.0.0.1:{port}"),
+                    format!("http://{address}"),
                 );
-                start(&format!("api{}", i + 1), "api", env)
+                let name = if i == 0 {
+                    "api".into()
+                } else {
+                    format!("api{i}")
+                };
+                start(&name, "api", host, env)
             })
             .collect();
-        let edges = ports
-            .edges
-            .iter()
-            .enumerate()
-            .map(|(i, port)| {
+        let edges = (0..ports.edges.len())
+            .map(|i| {
+                let address = ports.edge_address(i);
                 let mut env = env.clone();
-                env.insert(
-                    "HERALD__WEBSOCKETS__LISTEN".into(),
-                    format!("127.0.0.1:{port}"),
-                );
+                env.insert("HERALD__WEBSOCKETS__LISTEN".into(), address.clone());
                 env.insert(
                     "HERALD__WEBSOCKETS__PUBLIC_URL".into(),
-                    format!("ws://127.0.0.1:{port}"),
+                    format!("ws://{address}"),
                 );
-                start(&format!("edge{i}"), "websockets", env)
+                start(
+                    &format!("edge{i}"),
+                    "websockets",
+                    &ports.hosts.edges[i],
+                    env,
+                )
             })
             .collect();
         let monitor = options
             .monitor
-            .then(|| start("monitor", "monitor", env.clone()));
+            .then(|| start("monitor", "monitor", &ports.hosts.monitor, env.clone()));
+        let router = routers.remove(0);
+        let api = apis.remove(0);
         let cluster = Cluster {
             dir,
+            network,
             redis,
             ports,
             router,
             api,
-            more_routers,
-            more_apis,
+            more_routers: routers,
+            more_apis: apis,
             edges,
             monitor,
         };
@@ -414,40 +570,45 @@ impl Cluster {
 
     /// Waits for every process's `/health` to answer 200.
     pub async fn wait_healthy(&self) {
-        for (_, _, http) in self.ports.routers() {
-            wait_health(&format!("http://127.0.0.1:{http}/health")).await;
+        for (_, _, http) in self.ports.router_addresses() {
+            wait_health(&format!("http://{http}/health")).await;
         }
         for url in self.api_urls() {
             wait_health(&format!("{url}/health")).await;
         }
         for i in 0..self.edges.len() {
-            wait_health(&format!("http://127.0.0.1:{}/health", self.ports.edges[i])).await;
+            let edge = self.ports.edge_address(i);
+            wait_health(&format!("http://{edge}/health")).await;
         }
         if self.monitor.is_some() {
-            wait_health(&format!("http://127.0.0.1:{}/health", self.ports.monitor)).await;
+            wait_health(&format!("{}/health", self.monitor_url())).await;
         }
     }
 
     pub fn api_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports.api)
+        self.api_urls().remove(0)
     }
 
-    /// Every API process's `http://127.0.0.1:<port>`, the first's first.
+    /// Every API process's `http://<ip>:<port>`, the first's first.
     pub fn api_urls(&self) -> Vec<String> {
-        std::iter::once(self.ports.api)
-            .chain(self.ports.more_apis.iter().copied())
-            .map(|port| format!("http://127.0.0.1:{port}"))
-            .collect()
+        let addresses = self.ports.api_addresses();
+        addresses.iter().map(|a| format!("http://{a}")).collect()
     }
 
-    /// `ws://127.0.0.1:<port>` of edge `i`.
+    /// `ws://<ip>:<port>` of edge `i`.
     pub fn edge_url(&self, i: usize) -> String {
-        format!("ws://127.0.0.1:{}", self.ports.edges[i])
+        format!("ws://{}", self.ports.edge_address(i))
     }
 
     /// Edge `i` as Mozilla's `GET /nodes/` lists it: `host:port`.
     pub fn edge_node(&self, i: usize) -> String {
-        format!("127.0.0.1:{}", self.ports.edges[i])
+        self.ports.edge_address(i)
+    }
+
+    /// `http://<ip>:<port>` of the monitor.
+    pub fn monitor_url(&self) -> String {
+        let host = authority(self.ports.hosts.monitor.ip);
+        format!("http://{host}:{}", self.ports.monitor)
     }
 
     pub fn moz(&self) -> Moz {
@@ -473,43 +634,38 @@ pub fn cluster_env(dir: &Path, ports: &Ports) -> BTreeMap<String, String> {
         "MONITOR__TOKEN_FILE",
         dir.join("monitor.token").display().to_string(),
     );
-    let list = |ports: Vec<u16>| {
-        let quoted: Vec<String> = ports
-            .iter()
-            .map(|p| format!("\"tcp://127.0.0.1:{p}\""))
-            .collect();
+    let list = |addresses: Vec<&String>| {
+        let quoted: Vec<String> = addresses.iter().map(|a| format!("\"tcp://{a}\"")).collect();
         format!("[{}]", quoted.join(","))
     };
-    let routers = ports.routers();
+    let routers = ports.router_addresses();
     set(
         "CLUSTER__ROUTER_PULL",
-        list(routers.iter().map(|r| r.0).collect()),
+        list(routers.iter().map(|r| &r.0).collect()),
     );
     set(
         "CLUSTER__ROUTER_PUB",
-        list(routers.iter().map(|r| r.1).collect()),
+        list(routers.iter().map(|r| &r.1).collect()),
     );
     if let Some(port) = ports.redis {
+        let host = authority(ports.hosts.redis.ip);
         set("STORE__BACKEND", "redis".into());
-        set("STORE__REDIS_URL", format!("redis://127.0.0.1:{port}/"));
+        set("STORE__REDIS_URL", format!("redis://{host}:{port}/"));
     }
     set("CLUSTER__NODE_TTL_MS", "3000".into());
-    set(
-        "ROUTER__PULL",
-        format!("tcp://127.0.0.1:{}", ports.router_pull),
-    );
-    set(
-        "ROUTER__PUBLISH",
-        format!("tcp://127.0.0.1:{}", ports.router_pub),
-    );
-    set("ROUTER__LISTEN", format!("127.0.0.1:{}", ports.router_http));
+    let (pull, publish, http) = routers[0].clone();
+    set("ROUTER__PULL", format!("tcp://{pull}"));
+    set("ROUTER__PUBLISH", format!("tcp://{publish}"));
+    set("ROUTER__LISTEN", http);
     set("ROUTER__HEARTBEAT_MS", "200".into());
-    set("API__LISTEN", format!("127.0.0.1:{}", ports.api));
-    set("API__PUBLIC_URL", format!("http://127.0.0.1:{}", ports.api));
+    let api = ports.api_addresses().remove(0);
+    set("API__LISTEN", api.clone());
+    set("API__PUBLIC_URL", format!("http://{api}"));
     set("API__ROUTER_HEARTBEAT_MS", "200".into());
     set("WEBSOCKETS__HEARTBEAT_MS", "300".into());
     set("WEBSOCKETS__ROUTER_SILENCE_MS", "1000".into());
-    set("MONITOR__LISTEN", format!("127.0.0.1:{}", ports.monitor));
+    let monitor = authority(ports.hosts.monitor.ip);
+    set("MONITOR__LISTEN", format!("{monitor}:{}", ports.monitor));
     set("MONITOR__INTERVAL_MS", "300".into());
     set("MONITOR__CHECK_TIMEOUT_MS", "1000".into());
     env

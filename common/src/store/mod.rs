@@ -127,8 +127,10 @@ pub async fn open(config: &StoreConfig) -> anyhow::Result<Stores> {
             })
         }
         StoreBackend::Redis => {
-            let redis =
-                Arc::new(redis::RedisStore::open(&config.redis_url, &config.redis_prefix).await?);
+            let redis = redis::RedisStore::open(&config.redis_url, &config.redis_prefix)
+                .await?
+                .with_live_ttl(std::time::Duration::from_millis(config.redis_live_ttl_ms));
+            let redis = Arc::new(redis);
             Ok(Stores {
                 queues: redis.clone(),
                 streams: redis.clone(),

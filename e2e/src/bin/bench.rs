@@ -1,6 +1,9 @@
 //! `herald-bench`: measurements on a real local cluster (router, API, one edge, started by
 //! the e2e harness on free loopback ports). It prints numbers and appends them to a file;
-//! it asserts nothing — these machines are shared and noisy.
+//! it asserts nothing — these machines are shared and noisy. The cluster keeps its state
+//! in SQLite, or in a `redis-server` of its own with `HERALD_E2E_STORE=redis`; every
+//! report line starts with `store=sqlite` or `store=redis` (`bench/run.sh` runs both and
+//! prints them side by side).
 //!
 //! - `idle-sockets`: opens N idle Mozilla sockets on one edge and reports the edge's RSS
 //!   growth per socket (SPEC §12 target: ≤ 10 KiB).
@@ -102,6 +105,12 @@ async fn main() {
             in_flight,
         } => addressed(users, requests, recipients.min(users), in_flight).await,
     };
+    let store = if e2e::redis_store() {
+        "redis"
+    } else {
+        "sqlite"
+    };
+    let report = format!("store={store} {report}");
     println!("{report}");
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir).unwrap();

@@ -1,20 +1,22 @@
 //! The whole cluster under a real `circusd`, from the repository's own `circus.ini` with
 //! only its ports and log paths rewritten: two API processes share one listening socket,
 //! two edges share another, a message goes through both, `circusctl incr websockets`
-//! adds a third edge that serves sockets, and `circusctl quit` stops every process.
+//! adds a third edge that serves sockets, and `circusctl quit` stops every process. The
+//! Redis layout, `etc/circus-redis.ini`, likewise: its own `redis-server`, two routers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::{
-    DEADLINE, Moz, Ports, START_DEADLINE, Socket, cluster_env, collect_keys, eventually, free_port,
-    repo_root, wait_health,
+    DEADLINE, Moz, Ports, START_DEADLINE, Socket, V1, cluster_env, collect_keys, eventually,
+    free_port, repo_root, wait_health,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// circusd, stopped with `circusctl quit` (then SIGKILL) when dropped.
 struct Circus {
@@ -78,32 +80,36 @@ impl Drop for Circus {
     }
 }
 
-/// The repository's circus.ini with test ports, test log paths and this build's binaries.
-fn rewrite_ini(dir: &Path, ports: &Ports, circus_port: u16, pubsub_port: u16) -> PathBuf {
-    let text = std::fs::read_to_string(repo_root().join("circus.ini")).unwrap();
+/// The repository's `ini` (e.g. `circus.ini`) with test ports (each `from` string becomes
+/// its `to`), test log and data paths and this build's binaries.
+fn rewrite_ini(dir: &Path, ini: &str, replacements: &[(String, String)]) -> PathBuf {
+    let text = std::fs::read_to_string(repo_root().join(ini)).unwrap();
     let binaries = e2e::binary("api").parent().unwrap().display().to_string();
-    let rewritten = text
-        .replace("port = 5001", &format!("port = {}", ports.api))
-        .replace("port = 8888", &format!("port = {}", ports.edges[0]))
-        .replace(
-            "tcp://127.0.0.1:5555",
-            &format!("tcp://127.0.0.1:{circus_port}"),
-        )
-        .replace(
-            "tcp://127.0.0.1:5556",
-            &format!("tcp://127.0.0.1:{pubsub_port}"),
-        )
+    let mut rewritten = text
         .replace("var/log/", &format!("{}/", dir.display()))
+        .replace("var/redis", &dir.display().to_string())
         .replace("target/release", &binaries);
-    assert_ne!(rewritten, text);
+    for (from, to) in replacements {
+        assert!(rewritten.contains(from.as_str()), "{ini} has no {from}");
+        rewritten = rewritten.replace(from.as_str(), to);
+    }
     let path = dir.join("circus.ini");
     std::fs::write(&path, rewritten).unwrap();
     path
 }
 
-fn start_circus(dir: &Path, ports: &Ports) -> Circus {
+/// circusd on `ini`, its endpoints and the shared sockets moved to the ports of `ports`
+/// (plus `more` replacements), with the test cluster's environment.
+fn start_circus(dir: &Path, ports: &Ports, ini: &str, more: &[(String, String)]) -> Circus {
     let (circus_port, pubsub_port) = (free_port(), free_port());
-    let ini = rewrite_ini(dir, ports, circus_port, pubsub_port);
+    let mut replacements = vec![
+        ("port = 5001".into(), format!("port = {}", ports.api)),
+        ("port = 8888".into(), format!("port = {}", ports.edges[0])),
+        (":5555".into(), format!(":{circus_port}")),
+        (":5556".into(), format!(":{pubsub_port}")),
+    ];
+    replacements.extend_from_slice(more);
+    let ini = rewrite_ini(dir, ini, &replacements);
     let mut env = cluster_env(dir, ports);
     env.insert(
         "HERALD__WEBSOCKETS__PUBLIC_URL".into(),
@@ -150,17 +156,16 @@ async fn see_every(url: &str, field: &str, expected: &BTreeSet<u32>) {
     }
 }
 
-/// Opens sockets of `token` on `edge` until `done` holds for the monitor's view.
-async fn open_until(
-    edge: &str,
-    token: &str,
+/// Opens sockets with `connect` until `done` holds for the monitor's view.
+async fn open_until<F: Future<Output = Socket>>(
     status_url: &str,
     sockets: &mut Vec<Socket>,
     done: impl Fn(&[(String, u64)]) -> bool,
+    connect: impl Fn() -> F,
 ) {
     let deadline = Instant::now() + START_DEADLINE;
     loop {
-        sockets.push(Socket::mozilla(edge, token).await);
+        sockets.push(connect().await);
         // Heartbeats carry connection counts every 300 ms: give them a few beats.
         let settle = Instant::now() + Duration::from_secs(2);
         while Instant::now() < settle {
@@ -203,7 +208,7 @@ async fn the_whole_cluster_runs_under_circusd() {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::free(1);
     let _redis = ports.redis.map(common::testing::RedisServer::start_on);
-    let circus = start_circus(dir.path(), &ports);
+    let circus = start_circus(dir.path(), &ports, "circus.ini", &[]);
     let api = format!("http://127.0.0.1:{}", ports.api);
     let edge = format!("ws://127.0.0.1:{}", ports.edges[0]);
     wait_health(&format!("{api}/health")).await;
@@ -229,7 +234,8 @@ async fn the_whole_cluster_runs_under_circusd() {
     let status_url = format!("http://127.0.0.1:{}/status", ports.monitor);
     let mut sockets = Vec::new();
     let busy = |nodes: &[(String, u64)]| nodes.iter().filter(|(_, c)| *c > 0).count() >= 2;
-    open_until(&edge, &token, &status_url, &mut sockets, busy).await;
+    let mozilla = || Socket::mozilla(&edge, &token);
+    open_until(&status_url, &mut sockets, busy, mozilla).await;
     let fresh = Moz {
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(0)
@@ -267,7 +273,7 @@ async fn the_whole_cluster_runs_under_circusd() {
     .await;
     let mut late_sockets = Vec::new();
     let on_new = |nodes: &[(String, u64)]| nodes.iter().any(|(id, c)| *id == new_node && *c > 0);
-    open_until(&edge, &token, &status_url, &mut late_sockets, on_new).await;
+    open_until(&status_url, &mut late_sockets, on_new, mozilla).await;
     let key = fresh.post(&own_queue, "after incr").await;
     for socket in sockets.iter_mut().chain(late_sockets.iter_mut()) {
         collect_keys(socket, std::slice::from_ref(&key), DEADLINE).await;
@@ -292,4 +298,119 @@ async fn the_whole_cluster_runs_under_circusd() {
 fn process_exists(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+/// `etc/circus-redis.ini`: circusd starts a `redis-server` of its own and two routers; a
+/// channel's messages go through whichever router its stream hashes to and reach sockets
+/// on both edges in order; nothing is written to SQLite; `circusctl quit` stops every
+/// process, Redis included.
+#[tokio::test]
+async fn the_redis_layout_runs_under_circusd() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ports = Ports::free(1);
+    ports.redis = Some(free_port());
+    // (the ini's port, the test's) for Redis, both routers' PULL, PUB and HTTP.
+    let moved: Vec<(u16, u16)> = [6390, 9988, 9989, 9990, 9991, 5004, 5006]
+        .into_iter()
+        .map(|port| {
+            (
+                port,
+                if port == 6390 {
+                    ports.redis.unwrap()
+                } else {
+                    free_port()
+                },
+            )
+        })
+        .collect();
+    let more: Vec<(String, String)> = moved
+        .iter()
+        .map(|(from, to)| (format!("{from}"), format!("{to}")))
+        .collect();
+    let circus = start_circus(dir.path(), &ports, "etc/circus-redis.ini", &more);
+    let api = format!("http://127.0.0.1:{}", ports.api);
+    let edge = format!("ws://127.0.0.1:{}", ports.edges[0]);
+    for (from, to) in &moved {
+        if [5004, 5006].contains(from) {
+            wait_health(&format!("http://127.0.0.1:{to}/health")).await;
+        }
+    }
+    wait_health(&format!("{api}/health")).await;
+    wait_health(&format!("http://127.0.0.1:{}/health", ports.edges[0])).await;
+    assert_eq!(circus.pids("redis").len(), 1);
+    assert_eq!(circus.pids("api").len(), 2);
+    assert_eq!(circus.pids("websockets").len(), 2);
+
+    // Sockets on both edges; ten channels (so both routers carry streams), five messages
+    // each, through fresh connections (so both API processes take posts).
+    let v1 = V1::new(&api);
+    let channels: Vec<String> = (0..10).map(|c| format!("c{c}")).collect();
+    let status_url = format!("http://127.0.0.1:{}/status", ports.monitor);
+    for channel in &channels {
+        let history = json!({"history": {"size": 100}});
+        let (status, body) = v1
+            .call("PUT", &format!("channels/{channel}"), Some(history))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let mut sockets = Vec::new();
+    let token = v1.token(json!({"user": "u", "channels": channels})).await;
+    let busy = |nodes: &[(String, u64)]| nodes.iter().filter(|(_, c)| *c > 0).count() >= 2;
+    let url = format!("{edge}/ws?token={token}");
+    open_until(&status_url, &mut sockets, busy, || Socket::connect(&url)).await;
+    let fresh = V1 {
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap(),
+        ..v1.clone()
+    };
+    for n in 0..5 {
+        for channel in &channels {
+            let path = format!("channels/{channel}/messages");
+            let (status, body) = fresh.call("POST", &path, Some(json!({"data": n}))).await;
+            assert_eq!(status, 201, "{body}");
+        }
+    }
+    for socket in &mut sockets {
+        let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        while seen.values().map(Vec::len).sum::<usize>() < 50 {
+            let frame = socket.next_json(DEADLINE).await;
+            if frame["type"] == "message" {
+                let channel = frame["channel"].as_str().unwrap().to_owned();
+                seen.entry(channel)
+                    .or_default()
+                    .push(frame["seq"].as_u64().unwrap());
+            }
+        }
+        for channel in &channels {
+            assert_eq!(
+                seen[channel],
+                [1, 2, 3, 4, 5],
+                "{channel} once each, in order"
+            );
+        }
+    }
+    assert!(
+        !dir.path().join("herald.db").exists(),
+        "the Redis layout writes nothing to SQLite"
+    );
+
+    let all: Vec<u32> = [
+        "redis",
+        "router-a",
+        "router-b",
+        "api",
+        "websockets",
+        "monitor",
+    ]
+    .into_iter()
+    .flat_map(|watcher| circus.pids(watcher))
+    .collect();
+    circus.ctl(&["quit"]);
+    eventually("every process to exit", DEADLINE, || {
+        let alive = all.iter().any(|pid| process_exists(*pid));
+        async move { (!alive).then_some(()) }
+    })
+    .await;
 }

@@ -3,14 +3,15 @@
 //! channel's fan-out and their own addressed messages exactly once and in publish order
 //! per stream while the publishes alternate between the APIs; a router killed with
 //! SIGKILL mid-stream, or Redis restarted mid-stream (`appendfsync always`), loses no
-//! message that was answered 2xx, repeats none, and needs no process restarted.
+//! message that was answered 2xx, repeats none, and needs no process restarted. And the
+//! same cluster on three hosts (network namespaces as root, else loopback aliases).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use e2e::{Cluster, DEADLINE, Options, Socket, V1};
+use e2e::{Cluster, DEADLINE, Ending, Options, Socket, V1, eventually};
 use serde_json::{Value, json};
 
 const USERS: usize = 6;
@@ -237,4 +238,119 @@ async fn a_redis_restart_mid_stream_loses_no_acknowledged_message() {
     // The processes were not restarted and are healthy again.
     cluster.wait_healthy().await;
     check_every_user(&mut sockets, &seqs, &ids, Duration::from_secs(40)).await;
+}
+
+/// Three hosts (SPEC §7): Redis and the monitor on the first; router 0, API 0 and edges 0
+/// and 2 on the second; router 1, API 1 and edge 1 on the third. As root (CI) each host is
+/// a network namespace of its own, where `127.0.0.1` is nobody else's; otherwise they are
+/// `127.0.0.2`–`127.0.0.4`. Each host has its own directory, so nothing is shared through
+/// files. Clients find edges only through what the APIs answer (`connectionUri`,
+/// `/nodes/`); presence and force logout work across hosts; the monitor checks every edge;
+/// a router killed mid-stream loses and repeats nothing.
+#[tokio::test]
+async fn three_hosts_share_one_redis_and_deliver_every_stream_once_in_order() {
+    let mut cluster = Cluster::start(Options {
+        hosts: 3,
+        monitor: true,
+        ..options()
+    })
+    .await;
+    for host in cluster.ports.hosts.all() {
+        assert!(!host.ip.is_unspecified() && host.ip.to_string() != "127.0.0.1");
+    }
+    let apis = apis(&cluster);
+    let (status, body) = apis[1]
+        .call(
+            "PUT",
+            "channels/news",
+            Some(json!({"history": {"size": 10_000}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Every edge registered its public URL on its own host; `/nodes/` lists all three.
+    let mut expected: Vec<String> = (0..3).map(|i| cluster.edge_node(i)).collect();
+    expected.sort();
+    let nodes_url = format!("{}/nodes/", cluster.api_url());
+    eventually("/nodes/ to list the three edges", DEADLINE, || {
+        let (url, expected) = (nodes_url.clone(), expected.clone());
+        async move {
+            let body: Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+            let mut nodes: Vec<String> = body["nodes"]
+                .as_array()?
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect();
+            nodes.sort();
+            (nodes == expected).then_some(())
+        }
+    })
+    .await;
+
+    // Users connect where `connectionUri` sends them (the least loaded edge).
+    let mut sockets = Vec::new();
+    for i in 0..USERS {
+        let api = &apis[i % 2];
+        let request = json!({"user": format!("u{i}"), "channels": ["news"]});
+        let (status, body) = api.call("POST", "tokens", Some(request)).await;
+        assert_eq!(status, 201, "{body}");
+        let uri = body["connectionUri"].as_str().expect("an edge is up");
+        let mut socket = Socket::connect(uri).await;
+        let welcome = socket.next_json(DEADLINE).await;
+        assert_eq!(welcome["channels"], json!(["news"]), "{welcome}");
+        sockets.push(socket);
+    }
+
+    // Presence is cluster-wide: either API sees every user, whichever edge holds them.
+    let everyone: Vec<String> = (0..USERS).map(|i| format!("u{i}")).collect();
+    for api in &apis {
+        eventually("every user in the channel's presence", DEADLINE, || async {
+            let (status, body) = api.call("GET", "channels/news/users", None).await;
+            (status == 200 && body["users"] == json!(everyone)).then_some(())
+        })
+        .await;
+    }
+
+    // The monitor (on the Redis host) reaches every edge by its public URL.
+    let status_url = format!("{}/status", cluster.monitor_url());
+    let edge_urls: Vec<String> = (0..3).map(|i| cluster.edge_url(i)).collect();
+    eventually("the monitor to check every edge healthy", DEADLINE, || {
+        let (url, edge_urls) = (status_url.clone(), edge_urls.clone());
+        async move {
+            let status: Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+            let nodes = status["nodes"].as_array()?;
+            edge_urls
+                .iter()
+                .all(|edge| {
+                    nodes.iter().any(|n| {
+                        n["url"] == edge.as_str()
+                            && n["healthy"] == true
+                            && n["last_check"]["ok"] == true
+                    })
+                })
+                .then_some(())
+        }
+    })
+    .await;
+
+    // Publishes alternate between the APIs; router 0's host loses it mid-stream.
+    let mut seqs = Vec::new();
+    let mut ids = Vec::new();
+    for n in 0..60 {
+        if n == 25 {
+            cluster.router.kill();
+        }
+        let (seq, round) = publish(&apis, n).await;
+        seqs.push(seq.expect("Redis and one router are up: every publish is answered 201"));
+        assert_eq!(round.len(), USERS);
+        ids.push(round);
+    }
+    assert_eq!(seqs, (1..=60).collect::<Vec<u64>>(), "dense across hosts");
+    check_every_user(&mut sockets, &seqs, &ids, Duration::from_secs(40)).await;
+
+    // A force logout through one host's API closes the user's socket on whichever edge.
+    let (status, _) = apis[0].call("DELETE", "users/u1/connections", None).await;
+    assert_eq!(status, 204);
+    let ending = sockets[1].ending(DEADLINE).await;
+    assert_eq!(ending, Ending::Closed(Some(4003)));
 }

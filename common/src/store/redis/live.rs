@@ -9,6 +9,13 @@
 //! Readers count only alive nodes — heartbeat at or after `Alive::heartbeat_after_us` and
 //! not marked down by the monitor — and do so in one script, so a dead node's presence
 //! stops counting at once. Their cost is one hash read per alive node.
+//!
+//! Every one of these keys expires `live_ttl` (`store.redis_live_ttl_ms`) after the node's
+//! last heartbeat, monitor or not: a heartbeat renews the node's hash, and renews all its
+//! presence keys together once the set that lists them is down to half its lease; a
+//! presence key gets the lease when created (`PEXPIRE … NX`, Redis 7). So no presence key
+//! of a node expires before the set does, and the set only after heartbeats stopped. Ids
+//! left in `P nodes` / `P presence_nodes` by expired hashes are dropped by the readers.
 
 use std::sync::LazyLock;
 
@@ -22,14 +29,19 @@ use crate::store::{
     StoreResult,
 };
 
-/// Lua shared by the scripts below: `alive(P, after)` is the ids of the alive nodes;
-/// `clear(P, node)` deletes the node's presence keys.
+/// Lua shared by the scripts below: `alive(P, after)` is the ids of the alive nodes (and
+/// forgets the ids whose hash expired); `clear(P, node)` deletes the node's presence keys.
 const LIB: &str = r"
 local function alive(P, after)
   local out = {}
   for _, id in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
     local v = redis.call('HMGET', P .. 'node:' .. id, 'heartbeat_us', 'monitor_down')
-    if v[1] and tonumber(v[1]) >= after and v[2] ~= '1' then out[#out + 1] = id end
+    if not v[1] then
+      redis.call('SREM', P .. 'nodes', id)
+      redis.call('SREM', P .. 'presence_nodes', id)
+    elseif tonumber(v[1]) >= after and v[2] ~= '1' then
+      out[#out + 1] = id
+    end
   end
   return out
 end
@@ -53,6 +65,29 @@ local P, node = ARGV[1], ARGV[2]
 clear(P, node)
 redis.call('DEL', P .. 'node:' .. node)
 redis.call('SREM', P .. 'nodes', node)
+return 1
+",
+    )
+});
+
+/// ARGV: P, id, url, connections, status, heartbeat_us, started_us, live_ttl_ms. A node's
+/// heartbeat: its hash, its lease, and its presence keys' lease when half gone.
+static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local P, id, ttl = ARGV[1], ARGV[2], tonumber(ARGV[8])
+local key = P .. 'node:' .. id
+redis.call('HSET', key, 'url', ARGV[3], 'connections', ARGV[4], 'status', ARGV[5],
+  'heartbeat_us', ARGV[6])
+redis.call('HSETNX', key, 'started_us', ARGV[7])
+redis.call('PEXPIRE', key, ttl)
+redis.call('SADD', P .. 'nodes', id)
+local set = P .. 'presence:' .. id
+local left = redis.call('PTTL', set)
+if left == -1 or (left >= 0 and left < ttl / 2) then
+  for _, k in ipairs(redis.call('SMEMBERS', set)) do redis.call('PEXPIRE', k, ttl) end
+  redis.call('PEXPIRE', set, ttl)
+end
 return 1
 ",
     )
@@ -199,30 +234,17 @@ impl RedisStore {
 #[async_trait]
 impl Nodes for RedisStore {
     async fn upsert_node(&self, hb: &NodeHeartbeat) -> StoreResult<()> {
-        let key = self.key(format_args!("node:{}", hb.id));
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("HSET")
-            .arg(&key)
-            .arg("url")
-            .arg(&hb.url)
-            .arg("connections")
-            .arg(hb.connections)
-            .arg("status")
-            .arg(hb.status.as_str())
-            .arg("heartbeat_us")
-            .arg(hb.now_us)
-            .ignore()
-            .cmd("HSETNX")
-            .arg(&key)
-            .arg("started_us")
-            .arg(hb.started_us)
-            .ignore()
-            .cmd("SADD")
-            .arg(self.key(format_args!("nodes")))
-            .arg(&hb.id)
-            .ignore();
-        self.pipe(&pipe).await
+        let args = [
+            self.prefix.clone(),
+            hb.id.clone(),
+            hb.url.clone(),
+            hb.connections.to_string(),
+            hb.status.as_str().to_owned(),
+            hb.now_us.to_string(),
+            hb.started_us.to_string(),
+            self.live_ttl_ms().to_string(),
+        ];
+        self.script::<i64>(&HEARTBEAT, &[], &args).await.map(drop)
     }
 
     async fn remove_node(&self, id: &str) -> StoreResult<()> {
@@ -294,6 +316,7 @@ impl Presence for RedisStore {
             return Ok(());
         }
         let owned = self.key(format_args!("presence:{node}"));
+        let ttl = self.live_ttl_ms();
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("SADD")
@@ -311,12 +334,18 @@ impl Presence for RedisStore {
                     .arg(count.user.as_str())
                     .arg(count.connections)
                     .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(ttl)
+                    .arg("NX")
+                    .ignore()
                     .cmd("SADD")
                     .arg(&owned)
                     .arg(&key)
                     .ignore();
             }
         }
+        pipe.cmd("PEXPIRE").arg(&owned).arg(ttl).arg("NX").ignore();
         self.pipe(&pipe).await
     }
 

@@ -69,6 +69,8 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 pub struct RedisStore {
     con: ConnectionManager,
     prefix: String,
+    /// How long an edge's registry hash and presence keys outlive its last heartbeat.
+    live_ttl: Duration,
 }
 
 impl RedisStore {
@@ -95,7 +97,23 @@ impl RedisStore {
         Ok(RedisStore {
             con,
             prefix: prefix.to_owned(),
+            live_ttl: Duration::from_millis(
+                crate::config::StoreConfig::default().redis_live_ttl_ms,
+            ),
         })
+    }
+
+    /// How long an edge's registry hash and presence keys outlive its last heartbeat
+    /// (`store.redis_live_ttl_ms`; at least 1 ms).
+    #[must_use]
+    pub fn with_live_ttl(mut self, ttl: Duration) -> RedisStore {
+        self.live_ttl = ttl.max(Duration::from_millis(1));
+        self
+    }
+
+    /// `live_ttl` in whole milliseconds, for `PEXPIRE`.
+    fn live_ttl_ms(&self) -> u64 {
+        u64::try_from(self.live_ttl.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// `prefix` + `rest`.
@@ -341,6 +359,88 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "never reconnected");
         }
         assert!(errors <= 1, "{errors} failed calls");
+    }
+
+    /// An edge's registry hash and presence keys stay while it heartbeats — longer than
+    /// their lease, and for presence written once and never again — and all expire by
+    /// themselves once it stops, with no monitor pruning.
+    #[tokio::test]
+    async fn a_silent_edges_live_keys_expire_without_a_monitor() {
+        use crate::ids::{AppId, ChannelName, UserId};
+        use crate::store::{Alive, NodeHeartbeat, NodeStatus, Nodes, Presence, PresenceCount};
+        let server = RedisServer::start();
+        let ttl = Duration::from_millis(600);
+        let redis = RedisStore::open(&server.url(), "t:")
+            .await
+            .unwrap()
+            .with_live_ttl(ttl);
+        let app = AppId::parse("live").unwrap();
+        let user = UserId::parse("alice").unwrap();
+        let started = std::time::Instant::now();
+        let beat = |now_us: i64| NodeHeartbeat {
+            id: "edge-1".into(),
+            url: "ws://10.0.0.2:8888".into(),
+            connections: 1,
+            status: NodeStatus::Up,
+            started_us: 1,
+            now_us,
+        };
+        redis.upsert_node(&beat(1)).await.unwrap();
+        let counts = [
+            PresenceCount {
+                app: app.clone(),
+                user: user.clone(),
+                channel: None,
+                connections: 1,
+            },
+            PresenceCount {
+                app: app.clone(),
+                user: user.clone(),
+                channel: Some(ChannelName::parse("news").unwrap()),
+                connections: 1,
+            },
+        ];
+        redis.set_presence("edge-1", &counts).await.unwrap();
+        let alive = Alive {
+            heartbeat_after_us: 0,
+        };
+        let keys = || async {
+            let keys: Vec<String> = redis.query(redis::cmd("KEYS").arg("t:*")).await.unwrap();
+            keys.into_iter()
+                .filter(|k| k.starts_with("t:node:") || k.starts_with("t:presence:"))
+                .count()
+        };
+        assert_eq!(
+            keys().await,
+            4,
+            "the node hash, its presence set and two hashes"
+        );
+        // Heartbeats every 100 ms for four leases: everything stays.
+        let mut n = 1;
+        while started.elapsed() < ttl * 4 {
+            n += 1;
+            redis.upsert_node(&beat(n)).await.unwrap();
+            assert_eq!(redis.user_connections(&app, &user, alive).await.unwrap(), 1);
+            assert_eq!(redis.nodes().await.unwrap().len(), 1);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(keys().await, 4);
+        // Silence: every key goes within a lease or so, and the readers forget the node.
+        let deadline = std::time::Instant::now() + ttl * 20;
+        while keys().await > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "live keys never expired"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(redis.user_connections(&app, &user, alive).await.unwrap(), 0);
+        assert!(redis.nodes().await.unwrap().is_empty());
+        let members: Vec<String> = redis
+            .query(redis::cmd("SMEMBERS").arg("t:nodes"))
+            .await
+            .unwrap();
+        assert!(members.is_empty(), "{members:?}");
     }
 
     #[tokio::test]
