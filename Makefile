@@ -5,7 +5,8 @@
 CARGO ?= cargo
 PYTHON ?= python3
 VENV := .venv
-# The original Thunderpush server and browser client the compatibility tests compare with.
+# The original Thunderpush server and browser client the compatibility tests compare with;
+# web-push-testing, a real Web Push service, goes into e2e/webpush/node_modules.
 REFERENCE := target/reference
 
 .PHONY: run run-redis test build venv reference bench clean
@@ -37,10 +38,15 @@ $(VENV)/.installed: etc/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r etc/requirements.txt
 	touch $@
 
-reference: $(REFERENCE)/.installed
+reference: $(REFERENCE)/.installed e2e/webpush/node_modules/.installed
 
 $(REFERENCE)/.installed: e2e/thunderpush/setup.sh e2e/thunderpush/package-lock.json
 	PYTHON=$(PYTHON) e2e/thunderpush/setup.sh $(REFERENCE)
+	touch $@
+
+# A real Web Push service for the Web Push tests (npm web-push-testing, pinned by the lock).
+e2e/webpush/node_modules/.installed: e2e/webpush/package-lock.json
+	cd e2e/webpush && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 bench: build venv

@@ -23,6 +23,7 @@ pub mod outbox;
 pub mod publisher;
 pub mod service;
 pub mod surface;
+pub mod webpush;
 
 use service::{Services, Settings};
 use surface::RateLimit;

@@ -21,3 +21,4 @@ mod thunderpush_original;
 mod v1_api;
 mod vpush;
 mod webhooks;
+mod webpush;
