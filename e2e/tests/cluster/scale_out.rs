@@ -134,6 +134,33 @@ async fn publish(apis: &[V1], n: usize) -> (Option<u64>, Vec<String>) {
     (seq, ids)
 }
 
+/// `rounds` rounds of `publish`, the first router SIGKILLed before round `kill_at`: the
+/// channel seqs and each round's message ids, every one answered 201 (one router is
+/// enough).
+async fn publish_killing_the_first_router(
+    cluster: &mut Cluster,
+    apis: &[V1],
+    rounds: usize,
+    kill_at: usize,
+) -> (Vec<u64>, Vec<Vec<String>>) {
+    let mut seqs = Vec::new();
+    let mut ids = Vec::new();
+    for n in 0..rounds {
+        if n == kill_at {
+            cluster.router.kill();
+        }
+        let (seq, round) = publish(apis, n).await;
+        seqs.push(seq.expect("one router is up: every publish is answered 201"));
+        assert_eq!(
+            round.len(),
+            USERS,
+            "every recipient's message is answered 201"
+        );
+        ids.push(round);
+    }
+    (seqs, ids)
+}
+
 /// Every socket got every acknowledged publish once, channel messages in seq order and
 /// each user's messages in send order.
 async fn check_every_user(
@@ -190,16 +217,7 @@ async fn a_router_killed_mid_stream_loses_and_repeats_nothing() {
     let mut cluster = Cluster::start(options()).await;
     let apis = apis(&cluster);
     let mut sockets = users(&cluster, &apis[0]).await;
-    let mut seqs = Vec::new();
-    let mut ids = Vec::new();
-    for n in 0..80 {
-        if n == 30 {
-            cluster.router.kill();
-        }
-        let (seq, round) = publish(&apis, n).await;
-        seqs.push(seq.expect("one router is enough: every publish is answered 201"));
-        ids.push(round);
-    }
+    let (seqs, ids) = publish_killing_the_first_router(&mut cluster, &apis, 80, 30).await;
     check_every_user(&mut sockets, &seqs, &ids, Duration::from_secs(40)).await;
 }
 
@@ -334,17 +352,7 @@ async fn three_hosts_share_one_redis_and_deliver_every_stream_once_in_order() {
     .await;
 
     // Publishes alternate between the APIs; router 0's host loses it mid-stream.
-    let mut seqs = Vec::new();
-    let mut ids = Vec::new();
-    for n in 0..60 {
-        if n == 25 {
-            cluster.router.kill();
-        }
-        let (seq, round) = publish(&apis, n).await;
-        seqs.push(seq.expect("Redis and one router are up: every publish is answered 201"));
-        assert_eq!(round.len(), USERS);
-        ids.push(round);
-    }
+    let (seqs, ids) = publish_killing_the_first_router(&mut cluster, &apis, 60, 25).await;
     assert_eq!(seqs, (1..=60).collect::<Vec<u64>>(), "dense across hosts");
     check_every_user(&mut sockets, &seqs, &ids, Duration::from_secs(40)).await;
 
