@@ -3,7 +3,9 @@
 //! one record) and the application server's VAPID signature (RFC 8292: an ES256 JWT whose
 //! `aud` is the push service's origin, sent as `Authorization: vapid t=<jwt>, k=<key>`).
 //! Built on the RustCrypto crates already in the tree (p256 for ECDH and ECDSA, hkdf,
-//! aes-gcm); nothing here does I/O.
+//! aes-gcm). [`send`] makes one push request and reads the push service's answer as an
+//! [`Outcome`] (RFC 8030): sent, gone for good, worth retrying (with its `Retry-After`), or
+//! failed; what to do next is the caller's.
 //!
 //! Keys travel as unpadded base64url, as browsers give them (`PushSubscription.getKey`) and
 //! as PushPushGo's `vapid` provider holds them; padded or standard-alphabet base64 is read
@@ -42,6 +44,8 @@ pub enum WebPushError {
         "the encrypted push would exceed 4096 bytes: {len} bytes of payload, at most {MAX_PLAINTEXT}"
     )]
     TooLarge { len: usize },
+    #[error("endpoint: not an http(s) URL")]
+    BadEndpoint,
 }
 
 fn bad(field: &'static str, reason: &'static str) -> WebPushError {
@@ -226,6 +230,135 @@ impl VapidKey {
     }
 }
 
+/// How long a push service keeps an undelivered message, at most (RFC 8030 §5.2 `TTL`).
+pub const MAX_TTL_SECONDS: u32 = 28 * 24 * 3600;
+/// How far ahead a VAPID token's `exp` is set (RFC 8292 §2: at most 24 h).
+const VAPID_LIFETIME: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+/// How much of a push service's error answer is kept in `reason`.
+const REASON_BYTES: usize = 200;
+
+/// What a push service made of one push (RFC 8030 §5, §7.3, §8.4; RFC 8292 §4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// 2xx (201 Created): the push service took it and delivers it within its TTL.
+    Sent,
+    /// 404 or 410: the subscription is gone; never push to it again.
+    Gone,
+    /// 429, 5xx or no answer at all: worth another try, not before `after` when the push
+    /// service said so (`Retry-After`).
+    Retry {
+        after: Option<std::time::Duration>,
+        reason: String,
+    },
+    /// Any other answer (400, 401, 403 — e.g. a VAPID key the subscription was not made
+    /// for —, 413, …): this push will not succeed as it is.
+    Failed { reason: String },
+}
+
+/// The outcome of an answer with `status`, its `Retry-After` header if any, and its body.
+pub fn outcome(
+    status: u16,
+    retry_after_header: Option<&str>,
+    body: &str,
+    now: std::time::SystemTime,
+) -> Outcome {
+    let reason = || {
+        let mut end = body.len().min(REASON_BYTES);
+        while !body.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{status} {}", body[..end].trim())
+            .trim_end()
+            .to_owned()
+    };
+    match status {
+        200..=299 => Outcome::Sent,
+        404 | 410 => Outcome::Gone,
+        429 | 500..=599 => Outcome::Retry {
+            after: retry_after_header.and_then(|v| retry_after(v, now)),
+            reason: reason(),
+        },
+        _ => Outcome::Failed { reason: reason() },
+    }
+}
+
+/// A `Retry-After` value (RFC 9110 §10.2.3): delta-seconds or an HTTP-date, as a wait
+/// from `now` (zero for a date already past); `None` when it is neither.
+pub fn retry_after(value: &str, now: std::time::SystemTime) -> Option<std::time::Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(std::time::Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
+}
+
+/// One push to send.
+#[derive(Debug, Clone, Copy)]
+pub struct Push<'a> {
+    /// The subscription's endpoint (`PushSubscription.endpoint`).
+    pub endpoint: &'a str,
+    pub keys: &'a SubscriptionKeys,
+    /// What the browser's service worker gets (`event.data`), at most [`MAX_PLAINTEXT`]
+    /// bytes.
+    pub payload: &'a [u8],
+    /// Seconds the push service may keep it while the browser is offline (capped at
+    /// [`MAX_TTL_SECONDS`]).
+    pub ttl_seconds: u32,
+}
+
+/// Encrypts, signs (VAPID with `key` and contact `subject`) and POSTs `push` with `http`
+/// (whose timeouts bound the wait); the push service's answer as an [`Outcome`]. A request
+/// that gets no answer is `Retry`.
+///
+/// # Errors
+/// The endpoint is not an http(s) URL, or the payload is too large.
+pub async fn send(
+    http: &reqwest::Client,
+    key: &VapidKey,
+    subject: &str,
+    push: Push<'_>,
+) -> Result<Outcome, WebPushError> {
+    let endpoint = reqwest::Url::parse(push.endpoint).map_err(|_| WebPushError::BadEndpoint)?;
+    if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host().is_none() {
+        return Err(WebPushError::BadEndpoint);
+    }
+    let body = encrypt(push.payload, push.keys)?;
+    let now = std::time::SystemTime::now();
+    let expires = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_add(VAPID_LIFETIME)
+        .as_secs();
+    let authorization = key.authorization(&endpoint, subject, expires);
+    let answer = http
+        .post(endpoint)
+        .header("TTL", push.ttl_seconds.min(MAX_TTL_SECONDS))
+        .header("Content-Encoding", "aes128gcm")
+        .header("Content-Type", "application/octet-stream")
+        .header("Authorization", authorization)
+        .body(body)
+        .send()
+        .await;
+    let response = match answer {
+        Ok(response) => response,
+        Err(e) => {
+            return Ok(Outcome::Retry {
+                after: None,
+                reason: format!("no answer: {e}"),
+            });
+        }
+    };
+    let status = response.status().as_u16();
+    let header = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = response.text().await.unwrap_or_default();
+    Ok(outcome(status, header.as_deref(), &text, now))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -291,6 +424,49 @@ mod tests {
             auth,
             Err(WebPushError::BadKey { field: "auth", .. })
         ));
+    }
+
+    #[test]
+    fn push_service_answers_map_to_outcomes() {
+        use std::time::{Duration, UNIX_EPOCH};
+        // Sun, 06 Nov 1994 08:49:37 GMT
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(outcome(201, None, "", now), Outcome::Sent);
+        assert_eq!(outcome(404, None, "", now), Outcome::Gone);
+        assert_eq!(outcome(410, None, "gone", now), Outcome::Gone);
+        assert_eq!(
+            outcome(429, Some("120"), "slow down", now),
+            Outcome::Retry {
+                after: Some(Duration::from_secs(120)),
+                reason: "429 slow down".into()
+            }
+        );
+        assert_eq!(
+            outcome(503, Some("Sun, 06 Nov 1994 08:50:07 GMT"), "", now),
+            Outcome::Retry {
+                after: Some(Duration::from_secs(30)),
+                reason: "503".into()
+            }
+        );
+        assert_eq!(
+            outcome(500, Some("soon"), "", now),
+            Outcome::Retry {
+                after: None,
+                reason: "500".into()
+            }
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        let long = "é".repeat(300);
+        let Outcome::Failed { reason } = outcome(413, None, &long, now) else {
+            panic!("413 is final");
+        };
+        assert!(
+            reason.starts_with("413 é") && reason.len() <= 204,
+            "{reason}"
+        );
     }
 
     /// The JWT verifies with the public key in `k`, and `aud` keeps a non-default port.
