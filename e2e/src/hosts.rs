@@ -69,11 +69,6 @@ impl Network {
         }
     }
 
-    /// Whether the hosts are separate network namespaces (else loopback aliases).
-    pub fn isolated(&self) -> bool {
-        !self.namespaces.is_empty()
-    }
-
     fn loopback_aliases(count: usize) -> Network {
         let hosts = (0..count)
             .map(|i| Host {

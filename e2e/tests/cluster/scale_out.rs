@@ -31,8 +31,8 @@ fn apis(cluster: &Cluster) -> Vec<V1> {
     cluster.api_urls().iter().map(|url| V1::new(url)).collect()
 }
 
-/// `USERS` users, user `i` on edge `i % 3`, each joined to `news` (history on).
-async fn users(cluster: &Cluster, api: &V1) -> Vec<Socket> {
+/// Creates `news` with history on, through `api`.
+async fn create_news(api: &V1) {
     let (status, body) = api
         .call(
             "PUT",
@@ -41,6 +41,11 @@ async fn users(cluster: &Cluster, api: &V1) -> Vec<Socket> {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// `USERS` users, user `i` on edge `i % 3`, each joined to `news` (history on).
+async fn users(cluster: &Cluster, api: &V1) -> Vec<Socket> {
+    create_news(api).await;
     let mut sockets = Vec::new();
     for i in 0..USERS {
         let token = api
@@ -277,14 +282,7 @@ async fn three_hosts_share_one_redis_and_deliver_every_stream_once_in_order() {
         assert!(!host.ip.is_unspecified() && host.ip.to_string() != "127.0.0.1");
     }
     let apis = apis(&cluster);
-    let (status, body) = apis[1]
-        .call(
-            "PUT",
-            "channels/news",
-            Some(json!({"history": {"size": 10_000}})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    create_news(&apis[1]).await;
 
     // Every edge registered its public URL on its own host; `/nodes/` lists all three.
     let mut expected: Vec<String> = (0..3).map(|i| cluster.edge_node(i)).collect();
