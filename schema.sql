@@ -123,7 +123,8 @@ CREATE TABLE IF NOT EXISTS vpush_contexts (
 -- Addressed messages (SPEC §4 Messages), one row per recipient, at `stream_offset` of the
 -- recipient's inbox stream 'i/<app>/<user>'. `kind` is 'text' (Socrate's `message`) or
 -- 'data' (JSON text in `body`). `status` leaves 'PENDING' once, for 'DELIVERED',
--- 'CANCELLED' or 'EXPIRED', with the matching time set.
+-- 'CANCELLED' or 'EXPIRED', with the matching time set; a 'DELIVERED' one says how in
+-- `delivered_via` ('websocket' or 'webpush').
 CREATE TABLE IF NOT EXISTS messages (
     app               TEXT NOT NULL,
     id                TEXT NOT NULL,
@@ -140,6 +141,7 @@ CREATE TABLE IF NOT EXISTS messages (
     cancelled_us      INTEGER,
     expired_us        INTEGER,
     global_message_id TEXT,
+    delivered_via     TEXT,
     PRIMARY KEY (app, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (app, recipient, stream_offset);
@@ -219,8 +221,38 @@ CREATE TABLE IF NOT EXISTS revocations (
     PRIMARY KEY (app, user_id)
 ) WITHOUT ROWID;
 
+-- Web Push (SPEC §4 Users, §5): each app's VAPID key pair (base64url, made on first use),
+-- its users' subscriptions (at most a few per user, one per endpoint), and the push queue
+-- of addressed messages waiting to go out by Web Push to an offline recipient. A job is
+-- claimable once `next_us` has passed: its due time, or the end of a claim's lease.
+CREATE TABLE IF NOT EXISTS webpush_keys (
+    app         TEXT PRIMARY KEY,
+    private_key TEXT NOT NULL,
+    public_key  TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS webpush_subscriptions (
+    app        TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    endpoint   TEXT NOT NULL,
+    p256dh     TEXT NOT NULL,
+    auth       TEXT NOT NULL,
+    created_us INTEGER NOT NULL,
+    PRIMARY KEY (app, user_id, id),
+    UNIQUE (app, user_id, endpoint)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS webpush_jobs (
+    id         TEXT PRIMARY KEY,
+    app        TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_us    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS webpush_jobs_by_next ON webpush_jobs (next_us);
+
 -- The edge registry and presence live in the second, non-durable database file
 -- (store.sqlite_live_path), schema common/src/store/sqlite/live.sql.
 
-INSERT INTO schema_meta (key, value) VALUES ('schema_version', '2')
+INSERT INTO schema_meta (key, value) VALUES ('schema_version', '3')
     ON CONFLICT (key) DO UPDATE SET value = excluded.value;

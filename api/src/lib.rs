@@ -3,7 +3,8 @@
 //! after the store accepted the write answers and hands the delivery to the routers
 //! (`publisher`). Surfaces: the Mozilla-compatible API (SPEC §3), `/api/v1` (§4),
 //! Thunderpush, VPush and Socrate's GraphQL (§5); plus `/health`, `/version`, `/metrics` and
-//! `/openapi.json` (`ops`). Each process also runs a webhook dispatcher (`outbox`).
+//! `/openapi.json` (`ops`). Each process also runs a webhook dispatcher (`outbox`) and a
+//! Web Push sender (`pusher`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use warp::Filter;
 mod ops;
 pub mod outbox;
 pub mod publisher;
+pub mod pusher;
 pub mod service;
 pub mod surface;
 pub mod webpush;
@@ -65,6 +67,8 @@ pub struct Api {
     stop_dispatcher: CancellationToken,
     /// The webhook dispatcher (`outbox`), unless `webhooks.dispatch` is off.
     webhooks: Option<tokio::task::JoinHandle<()>>,
+    /// The Web Push sender (`pusher`), unless `webpush.dispatch` is off.
+    pusher: Option<tokio::task::JoinHandle<()>>,
     drain: Duration,
     max_connections: usize,
 }
@@ -95,12 +99,15 @@ pub async fn services(
             .unwrap_or(i64::MAX),
         token_ttl_default: TOKEN_TTL_DEFAULT,
         token_ttl_max: TOKEN_TTL_MAX,
+        webpush_delay_us: i64::try_from(config.webpush.delay_ms.saturating_mul(1000))
+            .unwrap_or(i64::MAX),
     };
     let services = Services {
         stores,
         publisher,
         apps: Arc::new(Apps::from_config(&config.apps)),
         settings: Arc::new(settings),
+        vapid_keys: Arc::default(),
     };
     Ok((services, dispatcher))
 }
@@ -109,6 +116,7 @@ pub async fn services(
 pub async fn bind(config: &Config) -> anyhow::Result<Api> {
     // Before anything connects: a bad `webhooks.ca_file` stops the process at once.
     let webhook_client = outbox::client(&config.webhooks)?;
+    let push_client = pusher::client(&config.webpush)?;
     let listener = config.api.listen.bind_setting("api.listen").await?;
     let metrics = Metrics::new("api");
     let stop_dispatcher = CancellationToken::new();
@@ -120,6 +128,13 @@ pub async fn bind(config: &Config) -> anyhow::Result<Api> {
         &metrics,
         stop_dispatcher.clone(),
     )?;
+    let pusher = pusher::start(
+        services.clone(),
+        config.webpush.clone(),
+        push_client,
+        &metrics,
+        stop_dispatcher.clone(),
+    );
     let state = AppState {
         services,
         graphql: surface::graphql::schema(),
@@ -146,6 +161,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Api> {
         dispatcher,
         stop_dispatcher,
         webhooks,
+        pusher,
         drain: ms(config.api.drain_ms),
         max_connections: config.api.max_connections,
     })
@@ -173,8 +189,8 @@ impl Api {
             .await;
         self.stop_dispatcher.cancel();
         let _ = self.dispatcher.await;
-        if let Some(webhooks) = self.webhooks {
-            let _ = webhooks.await;
+        for task in [self.webhooks, self.pusher].into_iter().flatten() {
+            let _ = task.await;
         }
         Ok(())
     }

@@ -28,6 +28,7 @@ pub struct Config {
     pub websockets: EdgeConfig,
     pub monitor: MonitorConfig,
     pub webhooks: WebhooksConfig,
+    pub webpush: WebPushConfig,
     pub apps: Vec<AppConfig>,
 }
 
@@ -310,6 +311,55 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// `[webpush]`: sending addressed messages by Web Push to recipients with no live socket
+/// (SPEC §5; docs/webpush.md). Every API process runs a sender; the push queue's leases
+/// let one process at a time hold a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebPushConfig {
+    /// Whether this process sends (the others still queue).
+    pub dispatch: bool,
+    /// The contact put in every VAPID signature (RFC 8292 §2.1 `sub`): a `mailto:` or
+    /// `https:` URL a push service operator can reach you at. Unset: `api.public_url`.
+    pub subject: Option<String>,
+    /// How long an offline recipient's message waits before it goes out by Web Push, so a
+    /// client that is reconnecting gets it on its socket instead.
+    pub delay_ms: u64,
+    /// How often an idle sender looks for due pushes.
+    pub poll_ms: u64,
+    /// A push service that has not answered within this is an attempt to retry.
+    pub timeout_ms: u64,
+    /// How long a claimed push stays with its sender; longer than `timeout_ms`.
+    pub lease_ms: u64,
+    /// Attempts per message while push services answer 429/5xx or not at all; after the
+    /// last the message stays `PENDING` for the recipient's next connection.
+    pub max_attempts: u32,
+    /// Wait before the first retry (when the push service names none); doubles per attempt
+    /// up to `backoff_max_ms`.
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+    /// How long a push service may keep a push for an offline browser (RFC 8030 `TTL`), at
+    /// most; a message that expires sooner gets its remaining lifetime.
+    pub ttl_seconds: u32,
+}
+
+impl Default for WebPushConfig {
+    fn default() -> Self {
+        WebPushConfig {
+            dispatch: true,
+            subject: None,
+            delay_ms: 1_000,
+            poll_ms: 100,
+            timeout_ms: 10_000,
+            lease_ms: 60_000,
+            max_attempts: 5,
+            backoff_min_ms: 1_000,
+            backoff_max_ms: 300_000,
+            ttl_seconds: 24 * 3600,
+        }
+    }
+}
+
 /// `[[apps]]`: a tenant with its public key and secret API keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -462,6 +512,11 @@ impl Config {
             ("webhooks.backoff_min_ms", self.webhooks.backoff_min_ms),
             ("webhooks.max_age_ms", self.webhooks.max_age_ms),
             ("webhooks.max_pending", self.webhooks.max_pending),
+            ("webpush.poll_ms", self.webpush.poll_ms),
+            ("webpush.timeout_ms", self.webpush.timeout_ms),
+            ("webpush.max_attempts", u64::from(self.webpush.max_attempts)),
+            ("webpush.backoff_min_ms", self.webpush.backoff_min_ms),
+            ("webpush.ttl_seconds", u64::from(self.webpush.ttl_seconds)),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -490,6 +545,26 @@ impl Config {
             problems.push(format!(
                 "webhooks.backoff_max_ms ({}) must be at least webhooks.backoff_min_ms ({})",
                 w.backoff_max_ms, w.backoff_min_ms
+            ));
+        }
+        let p = &self.webpush;
+        if p.lease_ms <= p.timeout_ms {
+            problems.push(format!(
+                "webpush.lease_ms ({}) must be greater than webpush.timeout_ms ({})",
+                p.lease_ms, p.timeout_ms
+            ));
+        }
+        if p.backoff_max_ms < p.backoff_min_ms {
+            problems.push(format!(
+                "webpush.backoff_max_ms ({}) must be at least webpush.backoff_min_ms ({})",
+                p.backoff_max_ms, p.backoff_min_ms
+            ));
+        }
+        if let Some(subject) = &p.subject
+            && !(subject.starts_with("mailto:") || subject.starts_with("https://"))
+        {
+            problems.push(format!(
+                "webpush.subject ({subject:?}) must be a mailto: or https: URL (RFC 8292 §2.1)"
             ));
         }
         check_range(

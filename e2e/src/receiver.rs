@@ -1,6 +1,7 @@
 //! A real HTTP webhook receiver for tests: a warp server on `127.0.0.1:0` that records
-//! every POST (its `X-Herald-Signature` and body), can be told to answer the next requests
-//! with a failure or to hold them unanswered, delays its answers if asked, and counts how
+//! every POST (its `X-Herald-Signature` and body, when it came), can be told to answer the
+//! next requests with a failure (500, or any status with a `Retry-After`; so it also stands
+//! in for a push service answering 429/5xx) or to hold them unanswered, delays its answers if asked, and counts how
 //! many requests it had in flight at once. Stopped when dropped. Plus `verify`, an
 //! independent check of a signature with the `hmac` crate.
 
@@ -22,6 +23,8 @@ pub struct Received {
     pub signature: Option<String>,
     pub content_type: Option<String>,
     pub body: Bytes,
+    /// When it arrived.
+    pub at: std::time::Instant,
     /// The status it answered (`None` while held).
     pub answered: Option<u16>,
 }
@@ -35,8 +38,10 @@ impl Received {
 #[derive(Debug, Default)]
 struct State {
     requests: Vec<Received>,
-    /// Answer the next this many with 500.
+    /// Answer the next this many with `fail_status` (500 unless set) and `retry_after`.
     fail_next: usize,
+    fail_status: Option<u16>,
+    retry_after: Option<String>,
     /// Hold the next this many without answering.
     hold_next: usize,
     delay: Duration,
@@ -82,6 +87,14 @@ impl Receiver {
         self.state.lock().unwrap().fail_next = n;
     }
 
+    /// Answer the next `n` requests with `status` and, if given, a `Retry-After` header.
+    pub fn fail_next_with(&self, n: usize, status: u16, retry_after: Option<&str>) {
+        let mut s = self.state.lock().unwrap();
+        s.fail_next = n;
+        s.fail_status = Some(status);
+        s.retry_after = retry_after.map(str::to_owned);
+    }
+
     /// Hold the next `n` requests without ever answering.
     pub fn hold_next(&self, n: usize) {
         self.state.lock().unwrap().hold_next = n;
@@ -123,13 +136,14 @@ async fn handle(
     signature: Option<String>,
     content_type: Option<String>,
     body: Bytes,
-) -> warp::reply::WithStatus<&'static str> {
+) -> warp::http::Response<String> {
     let (index, hold, fail, delay) = {
         let mut s = state.lock().unwrap();
         s.requests.push(Received {
             signature,
             content_type,
             body,
+            at: std::time::Instant::now(),
             answered: None,
         });
         s.in_flight += 1;
@@ -144,15 +158,21 @@ async fn handle(
         std::future::pending::<()>().await;
     }
     tokio::time::sleep(delay).await;
-    let status = if fail {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::OK
-    };
     let mut s = state.lock().unwrap();
-    s.requests[index].answered = Some(status.as_u16());
+    let status = if fail {
+        s.fail_status.unwrap_or(500)
+    } else {
+        StatusCode::OK.as_u16()
+    };
+    s.requests[index].answered = Some(status);
     s.in_flight -= 1;
-    warp::reply::with_status(if fail { "failing" } else { "ok" }, status)
+    let mut answer = warp::http::Response::builder().status(status);
+    if fail && let Some(retry_after) = &s.retry_after {
+        answer = answer.header("retry-after", retry_after.as_str());
+    }
+    answer
+        .body(if fail { "failing" } else { "ok" }.to_owned())
+        .unwrap()
 }
 
 /// Checks `X-Herald-Signature: t=<unix>,v1=<hex>` over `body` with `secret`, independently

@@ -117,6 +117,7 @@ impl Services {
                     created_us: now,
                     expires_us: global.expires_us,
                     delivered_us: None,
+                    delivered_via: None,
                     cancelled_us: None,
                     expired_us: None,
                     global_message_id: Some(global.id.clone()),

@@ -8,7 +8,7 @@ use common::clock::now_us;
 use common::ids::{AppId, UserId, new_message_id};
 use common::message::Delivery;
 use common::store::{
-    AddressedMessage, ListCursor, MessageBody, MessageFilter, MessageStatus, Transition,
+    AddressedMessage, ListCursor, MessageBody, MessageFilter, MessageStatus, Transition, Via,
 };
 
 use super::{ServiceError, ServiceResult, Services};
@@ -110,6 +110,7 @@ impl Services {
                     created_us: now,
                     expires_us,
                     delivered_us: None,
+                    delivered_via: None,
                     cancelled_us: None,
                     expired_us: None,
                     global_message_id: None,
@@ -126,6 +127,7 @@ impl Services {
                 .publish(&Delivery::addressed(message.clone(), position))
                 .await;
         }
+        self.queue_webpush(&send.app, &sent.items).await;
         Ok(sent)
     }
 
@@ -192,21 +194,22 @@ impl Services {
         }
     }
 
-    /// Marks messages `ids` of `app` `DELIVERED` as an edge hands them to sockets (one store
-    /// transaction, their `delivered` webhook events in it). Per id, in order: whether it
-    /// may be written — `DELIVERED` now (by this call or before) — or must be withheld
-    /// (cancelled, expired, unknown). Never `DELIVERED` twice, never after a cancel.
+    /// Marks messages `ids` of `app` `DELIVERED` via a socket as an edge hands them to
+    /// sockets (one store transaction, their `delivered` webhook events in it). Per id, in
+    /// order: whether it may be written — `DELIVERED` to a socket now (by this call or
+    /// before) — or must be withheld (cancelled, expired, delivered by Web Push, unknown).
+    /// Never `DELIVERED` twice, never after a cancel, never on both channels.
     pub async fn deliver_messages(&self, app: &AppId, ids: &[String]) -> ServiceResult<Vec<bool>> {
         let settled = self
             .stores
             .messages
-            .deliver_messages(app, ids, now_us())
+            .deliver_messages(app, ids, Via::Websocket, now_us())
             .await?;
         Ok(settled
             .into_iter()
             .map(|outcome| match outcome {
                 Some(Transition::Done(_)) => true,
-                Some(Transition::Refused(m)) => m.status == MessageStatus::Delivered,
+                Some(Transition::Refused(m)) => delivered_to_a_socket(&m),
                 None => false,
             })
             .collect())
@@ -219,7 +222,7 @@ impl Services {
         let found = self.stores.messages.addressed_message(app, id).await?;
         Ok(found.is_some_and(|m| match m.status {
             MessageStatus::Pending => m.expires_us.is_none_or(|e| e > at),
-            MessageStatus::Delivered => true,
+            MessageStatus::Delivered => delivered_to_a_socket(&m),
             MessageStatus::Cancelled | MessageStatus::Expired => false,
         }))
     }
@@ -292,6 +295,12 @@ pub fn url_field(field: &str, url: &str) -> ServiceResult<()> {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(()),
         _ => Err(ServiceError::bad_request(field, "must be an http(s) URL")),
     }
+}
+
+/// Whether `m` is `DELIVERED` over a socket (so another socket of its user may have it
+/// too), not by Web Push.
+fn delivered_to_a_socket(m: &AddressedMessage) -> bool {
+    m.status == MessageStatus::Delivered && m.delivered_via != Some(Via::Webpush)
 }
 
 fn no_message() -> ServiceError {

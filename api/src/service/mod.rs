@@ -24,6 +24,7 @@ pub mod templates;
 pub mod tokens;
 pub mod users;
 pub mod webhooks;
+pub mod webpush;
 
 /// Why an operation failed, in terms every surface can render.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +89,10 @@ pub struct Services {
     pub publisher: Publisher,
     pub apps: Arc<Apps>,
     pub settings: Arc<Settings>,
+    /// Each app's VAPID key once read from the store (`vapid_key`).
+    pub vapid_keys: Arc<
+        std::sync::Mutex<std::collections::HashMap<common::ids::AppId, crate::webpush::VapidKey>>,
+    >,
 }
 
 /// Settings the operations read.
@@ -101,6 +106,8 @@ pub struct Settings {
     /// Token lifetime when a request gives none, and the longest allowed (seconds).
     pub token_ttl_default: u64,
     pub token_ttl_max: u64,
+    /// How long an offline recipient's message waits before its Web Push fallback (µs).
+    pub webpush_delay_us: i64,
 }
 
 impl Services {

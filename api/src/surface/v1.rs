@@ -1,5 +1,5 @@
 //! Herald's own server API, `/api/v1` (SPEC §4): connection tokens, channels with history,
-//! users and presence, addressed messages (`messages`), broadcasts (`broadcasts`), templates (`templates`), the webhook (`webhooks`). JSON only; authenticated with an app's API key (`Authorization:
+//! users and presence, addressed messages (`messages`), broadcasts (`broadcasts`), templates (`templates`), the webhook (`webhooks`), Web Push subscriptions (`webpush`). JSON only; authenticated with an app's API key (`Authorization:
 //! Bearer`, `Authorization`, or `x-api-key`) that must hold each route's scope; rate
 //! limited per key. Errors: `{"error": {"code", "message", "details"}}` with the status
 //! of their code, `details.field` naming the input at fault.
@@ -26,6 +26,7 @@ mod broadcasts;
 pub(crate) mod messages;
 mod templates;
 mod webhooks;
+mod webpush;
 
 /// Default and largest page of channel history.
 const DEFAULT_LIMIT: usize = 100;
@@ -405,6 +406,38 @@ pub fn routes(state: Arc<AppState>) -> Surface {
             &["webhook"],
             "v1_webhook_delete",
             |r| Box::pin(webhooks::delete(r)),
+        ))
+        .unify()
+        .or(route(
+            s,
+            Method::GET,
+            &["webpush", "key"],
+            "v1_webpush_key",
+            |r| Box::pin(webpush::key(r)),
+        ))
+        .unify()
+        .or(route(
+            s,
+            Method::POST,
+            &["users", "{}", "webpush"],
+            "v1_webpush_subscribe",
+            |r| Box::pin(webpush::subscribe(r)),
+        ))
+        .unify()
+        .or(route(
+            s,
+            Method::GET,
+            &["users", "{}", "webpush"],
+            "v1_webpush_list",
+            |r| Box::pin(webpush::list(r)),
+        ))
+        .unify()
+        .or(route(
+            s,
+            Method::DELETE,
+            &["users", "{}", "webpush", "{}"],
+            "v1_webpush_remove",
+            |r| Box::pin(webpush::remove(r)),
         ))
         .unify();
     warp::path("api")

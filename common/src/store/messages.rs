@@ -54,6 +54,35 @@ impl MessageStatus {
     }
 }
 
+/// How a `DELIVERED` message reached its recipient (SPEC §5 PushPushGo: one status, and
+/// the channel that delivered it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// Written to a live socket (or acknowledged over one, in ack mode).
+    Websocket,
+    /// Accepted by the push service of one of the recipient's Web Push subscriptions
+    /// (RFC 8030 201), the recipient having no live socket.
+    Webpush,
+}
+
+impl Via {
+    /// The name on the wire and in the store (`websocket`, `webpush`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Websocket => "websocket",
+            Via::Webpush => "webpush",
+        }
+    }
+
+    /// The channel named `name` (exactly as `as_str` writes it).
+    pub fn parse(name: &str) -> Option<Via> {
+        [Via::Websocket, Via::Webpush]
+            .into_iter()
+            .find(|v| v.as_str() == name)
+    }
+}
+
 /// What a message carries: Socrate's `message` string or any JSON `data`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
@@ -78,6 +107,8 @@ pub struct AddressedMessage {
     pub created_us: i64,
     pub expires_us: Option<i64>,
     pub delivered_us: Option<i64>,
+    /// Set with `delivered_us`: how it was delivered.
+    pub delivered_via: Option<Via>,
     pub cancelled_us: Option<i64>,
     pub expired_us: Option<i64>,
     /// The broadcast it was created for (Socrate `globalMessageId`).
@@ -151,7 +182,8 @@ pub trait Messages: Send + Sync + 'static {
         id: &str,
     ) -> StoreResult<Option<AddressedMessage>>;
     /// Moves message `id` from `PENDING` to `to` (not `PENDING`) at `at_us`; `DELIVERED`
-    /// only while unexpired at `at_us`. `None` if there is no such message.
+    /// only while unexpired at `at_us`, and then `via` a socket (an acknowledgement).
+    /// `None` if there is no such message.
     async fn transition_message(
         &self,
         app: &AppId,
@@ -178,13 +210,14 @@ pub trait Messages: Send + Sync + 'static {
         cursor: Option<&ListCursor>,
         limit: usize,
     ) -> StoreResult<Vec<AddressedMessage>>;
-    /// Moves each of `ids` (of `app`) from `PENDING` to `DELIVERED` at `at_us` where it
-    /// still can (unexpired), in one transaction: what each found, in order (`None` for an
-    /// unknown id).
+    /// Moves each of `ids` (of `app`) from `PENDING` to `DELIVERED` `via` a channel at
+    /// `at_us` where it still can (unexpired), in one transaction: what each found, in
+    /// order (`None` for an unknown id).
     async fn deliver_messages(
         &self,
         app: &AppId,
         ids: &[String],
+        via: Via,
         at_us: i64,
     ) -> StoreResult<Vec<Option<Transition>>>;
     /// Moves up to `limit` `PENDING` messages whose expiry is at or before `now_us` to

@@ -2,11 +2,11 @@
 //! processes never depend on a backend (`sqlite/`, the embedded default, or `redis/`): `Queues` (Mozilla tokens, queues, messages), `Streams` (positions and replay of
 //! any resumable stream), `Channels` (history, idempotency), `Messages` (addressed
 //! messages and their status), `Webhooks` (configuration and outbox), `Templates`, `Broadcasts`, `Contexts` (VPush),
-//! `Revocations` (force logout), `Nodes` (the edge registry) and `Presence` (who is
+//! `WebPush` (VAPID keys, subscriptions, the push queue), `Revocations` (force logout), `Nodes` (the edge registry) and `Presence` (who is
 //! connected).
 //!
 //! A method returns only after the backend has made its effect durable where the concern
-//! is durable (queues, streams, channels, messages, webhooks, revocations), which is what lets the API answer
+//! is durable (queues, streams, channels, messages, webhooks, Web Push, revocations), which is what lets the API answer
 //! 2xx after a write; nodes and presence are live state that is rebuilt by heartbeats and
 //! never waits behind the durable writer. Absence is expressed in return types (`Option`,
 //! `bool`); `StoreError` is reserved for the store itself failing. Each trait has its
@@ -33,12 +33,14 @@ pub mod sqlite;
 pub mod streams;
 pub mod templates;
 pub mod webhooks;
+pub mod webpush;
 
 pub use broadcasts::{BroadcastFilter, Broadcasts, GlobalMessage};
 pub use channels::{ChannelInfo, Channels, History, Idempotency, Publication};
 pub use contexts::{Context, Contexts};
 pub use messages::{
     AddressedMessage, ListCursor, MessageBody, MessageFilter, MessageStatus, Messages, Transition,
+    Via,
 };
 pub use nodes::{NodeHeartbeat, NodeRecord, NodeStatus, Nodes};
 pub use presence::{Alive, Presence, PresenceCount};
@@ -49,6 +51,7 @@ pub use templates::{Template, Templates};
 pub use webhooks::{
     Batch, BatchOutcome, EventKind, OutboxLimits, Webhook, WebhookEvent, WebhookState, Webhooks,
 };
+pub use webpush::{Added, PushJob, PushSubscription, WebPush};
 
 /// The store failed; the caller's request may be retried.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -80,6 +83,7 @@ pub struct Stores {
     pub templates: Arc<dyn Templates>,
     pub broadcasts: Arc<dyn Broadcasts>,
     pub contexts: Arc<dyn Contexts>,
+    pub webpush: Arc<dyn WebPush>,
     pub revocations: Arc<dyn Revocations>,
     pub nodes: Arc<dyn Nodes>,
     pub presence: Arc<dyn Presence>,
@@ -120,6 +124,7 @@ pub async fn open(config: &StoreConfig) -> anyhow::Result<Stores> {
                 templates: durable.clone(),
                 broadcasts: durable.clone(),
                 contexts: durable.clone(),
+                webpush: durable.clone(),
                 revocations: durable.clone(),
                 nodes: live.clone(),
                 presence: live.clone(),
@@ -140,6 +145,7 @@ pub async fn open(config: &StoreConfig) -> anyhow::Result<Stores> {
                 templates: redis.clone(),
                 broadcasts: redis.clone(),
                 contexts: redis.clone(),
+                webpush: redis.clone(),
                 revocations: redis.clone(),
                 nodes: redis.clone(),
                 presence: redis.clone(),

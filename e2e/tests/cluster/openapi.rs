@@ -522,6 +522,7 @@ async fn every_answer_matches_the_openapi_document() {
     messages(&mut c).await;
     webhooks(&mut c).await;
     templates(&mut c).await;
+    webpush(&mut c).await;
     broadcasts(&mut c).await;
     graphql(&mut c).await;
     mozilla(&mut c).await;
@@ -1011,6 +1012,60 @@ async fn broadcasts(c: &mut Checker) {
 }
 
 /// Templates: create, read, send with, delete; their refusals.
+/// `/api/v1/webpush/key` and `/api/v1/users/{user}/webpush[/{subscription}]`.
+async fn webpush(c: &mut Checker) {
+    let key = c
+        .check(get("/api/v1/webpush/key").bearer(ADMIN).expect(200))
+        .await;
+    assert!(key["publicKey"].is_string(), "{key}");
+    c.check(get("/api/v1/webpush/key").expect(401)).await;
+    c.check(get("/api/v1/webpush/key").bearer(SENDER).expect(403))
+        .await;
+    // Any P-256 point will do as a browser's key; nothing is pushed in this test.
+    let browser = api::webpush::VapidKey::generate();
+    let body = json!({"endpoint": "https://push.example.invalid/send/1",
+                      "keys": {"p256dh": browser.public_key(), "auth": "AAECAwQFBgcICQoLDA0ODw"}});
+    let path = "/api/v1/users/wp-user/webpush";
+    let created = c
+        .check(post(path).bearer(ADMIN).json(body.clone()).expect(201))
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    c.check(post(path).bearer(ADMIN).json(body.clone()).expect(200))
+        .await;
+    c.check(
+        post(path)
+            .bearer(ADMIN)
+            .json(json!({"endpoint": "nope", "keys": body["keys"]}))
+            .expect(400),
+    )
+    .await;
+    c.check(post(path).bearer(SENDER).json(body.clone()).expect(403))
+        .await;
+    c.check(post(path).json(body.clone()).expect(401)).await;
+    for n in 0..9 {
+        let mut more = body.clone();
+        more["endpoint"] = json!(format!("https://push.example.invalid/send/more-{n}"));
+        c.check(post(path).bearer(ADMIN).json(more).expect(201))
+            .await;
+    }
+    let mut eleventh = body.clone();
+    eleventh["endpoint"] = json!("https://push.example.invalid/send/eleventh");
+    c.check(post(path).bearer(ADMIN).json(eleventh).expect(409))
+        .await;
+    let listed = c.check(get(path).bearer(ADMIN).expect(200)).await;
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(10),
+        "{listed}"
+    );
+    c.check(get(path).bearer(READER).expect(403)).await;
+    c.check(delete(format!("{path}/{id}")).bearer(ADMIN).expect(204))
+        .await;
+    c.check(delete(format!("{path}/{id}")).bearer(ADMIN).expect(404))
+        .await;
+    c.check(delete(format!("{path}/{id}")).expect(401)).await;
+}
+
 async fn templates(c: &mut Checker) {
     let template = c
         .check(

@@ -35,6 +35,7 @@ pub fn message_json(m: &AddressedMessage) -> Value {
         ("topic", m.topic.clone().map(Value::String)),
         ("expiresAt", m.expires_us.map(|t| json!(rfc3339(t)))),
         ("deliveredAt", m.delivered_us.map(|t| json!(rfc3339(t)))),
+        ("deliveredVia", m.delivered_via.map(|v| json!(v.as_str()))),
         ("cancelledAt", m.cancelled_us.map(|t| json!(rfc3339(t)))),
         (
             "globalMessageId",

@@ -86,6 +86,7 @@ pub async fn run(s: &Stores) {
         created_us: 3_000,
         expires_us: None,
         delivered_us: None,
+        delivered_via: None,
         cancelled_us: None,
         expired_us: None,
         global_message_id: Some("g2".into()),

@@ -8,6 +8,7 @@ use crate::ids::{AppId, UserId};
 use crate::message::JsonText;
 use crate::store::{
     AddressedMessage, ListCursor, MessageBody, MessageFilter, MessageStatus, Stores, Transition,
+    Via,
 };
 
 fn message(app: &AppId, id: &str, recipient: &str, created_us: i64) -> AddressedMessage {
@@ -22,6 +23,7 @@ fn message(app: &AppId, id: &str, recipient: &str, created_us: i64) -> Addressed
         created_us,
         expires_us: None,
         delivered_us: None,
+        delivered_via: None,
         cancelled_us: None,
         expired_us: None,
         global_message_id: None,
@@ -116,6 +118,11 @@ pub async fn run(s: &Stores) {
     );
     assert_eq!(delivered.status, MessageStatus::Delivered);
     assert_eq!(delivered.delivered_us, Some(2_000));
+    assert_eq!(
+        delivered.delivered_via,
+        Some(Via::Websocket),
+        "an acknowledgement"
+    );
     for to in [
         MessageStatus::Delivered,
         MessageStatus::Cancelled,
@@ -218,10 +225,25 @@ pub async fn run(s: &Stores) {
             .unwrap(),
     );
     let batch = store
-        .deliver_messages(&app, &["b1".into(), "b2".into(), "nope".into()], 7_000)
+        .deliver_messages(
+            &app,
+            &["b1".into(), "b2".into(), "nope".into()],
+            Via::Webpush,
+            7_000,
+        )
         .await
         .unwrap();
-    assert!(matches!(&batch[0], Some(Transition::Done(m)) if m.delivered_us == Some(7_000)));
+    assert!(matches!(&batch[0], Some(Transition::Done(m))
+        if m.delivered_us == Some(7_000) && m.delivered_via == Some(Via::Webpush)));
+    // The channel is kept with the status, and a later delivery by the other one is refused.
+    let again = store
+        .deliver_messages(&app, &["b1".into()], Via::Websocket, 7_500)
+        .await
+        .unwrap();
+    assert!(matches!(&again[0], Some(Transition::Refused(m))
+        if m.delivered_via == Some(Via::Webpush) && m.delivered_us == Some(7_000)));
+    let read = store.addressed_message(&app, "b1").await.unwrap().unwrap();
+    assert_eq!(read.delivered_via, Some(Via::Webpush));
     assert!(
         matches!(&batch[1], Some(Transition::Refused(m)) if m.status == MessageStatus::Cancelled)
     );

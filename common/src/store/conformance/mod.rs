@@ -14,6 +14,7 @@ pub(crate) mod queues;
 pub(crate) mod revocations;
 pub(crate) mod templates;
 pub(crate) mod webhooks;
+pub(crate) mod webpush;
 
 /// Runs every concern's checks against `stores` (which must be empty).
 pub async fn run_all(stores: Stores) {
@@ -25,6 +26,7 @@ pub async fn run_all(stores: Stores) {
     templates::run(&stores).await;
     broadcasts::run(&stores).await;
     contexts::run(&stores).await;
+    webpush::run(&stores).await;
     revocations::run(&stores).await;
     nodes::run(&stores).await;
     presence::run(&stores).await;

@@ -52,6 +52,7 @@ fn message(app: &AppId, id: &str, expires_us: Option<i64>) -> AddressedMessage {
         created_us: crate::clock::now_us(),
         expires_us,
         delivered_us: None,
+        delivered_via: None,
         cancelled_us: None,
         expired_us: None,
         global_message_id: None,

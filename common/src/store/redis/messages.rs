@@ -8,7 +8,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `msg:<app>:<id>` | hash | `recipient`, `offset`, `foreign_id`, `kind` (`text`/`data`), `body`, `topic`, `status`, `created_us`, `expires_us`, `delivered_us`, `cancelled_us`, `expired_us`, `global_message_id` (absent fields are none) |
+//! | `msg:<app>:<id>` | hash | `recipient`, `offset`, `foreign_id`, `kind` (`text`/`data`), `body`, `topic`, `status`, `created_us`, `expires_us`, `delivered_us`, `delivered_via` (`websocket`/`webpush`), `cancelled_us`, `expired_us`, `global_message_id` (absent fields are none) |
 //! | `stream:i/<app>/<user>` | hash | the inbox stream's `epoch`, `head`, `last_us`, `active` |
 //! | `inbox:<app>:<user>` | zset | message ids by inbox offset |
 //! | `msgs:<app>` | zset | message ids by creation time: the app's listing (ties by id) |
@@ -28,7 +28,7 @@ use crate::ids::{AppId, UserId};
 use crate::message::JsonText;
 use crate::store::{
     AddressedMessage, ListCursor, MessageBody, MessageFilter, MessageStatus, Messages, StoreError,
-    StoreResult, Transition,
+    StoreResult, Transition, Via,
 };
 use crate::stream::{Position, new_epoch};
 
@@ -48,9 +48,9 @@ local EVENT = {DELIVERED = 'delivered', CANCELLED = 'cancelled', EXPIRED = 'expi
 local function event_id(app, id, kind)
   return string.sub(redis.sha1hex(app .. ':' .. id .. ':' .. kind), 1, 32)
 end
--- Moves message `id` from PENDING to `to` at `at` (DELIVERED only while unexpired),
--- recording its webhook event.
-local function transition(P, app, id, to, at)
+-- Moves message `id` from PENDING to `to` at `at` (DELIVERED only while unexpired, and
+-- then `via` a channel), recording its webhook event.
+local function transition(P, app, id, to, at, via)
   local key = msg_key(P, app, id)
   local m = redis.call('HMGET', key, 'status', 'expires_us', 'foreign_id', 'recipient')
   if not m[1] then return {'0'} end
@@ -60,6 +60,7 @@ local function transition(P, app, id, to, at)
     return reply('1', key)
   end
   redis.call('HSET', key, 'status', to, COLUMN[to], at)
+  if to == 'DELIVERED' then redis.call('HSET', key, 'delivered_via', via) end
   redis.call('ZREM', P .. 'expiring:' .. app, id)
   record_event(P, app, event_id(app, id, EVENT[to]), EVENT[to], id, m[3] or nil, m[4], at, at)
   return reply('2', key)
@@ -128,14 +129,14 @@ return out
     )
 });
 
-/// ARGV: P, app, to, at_us, then message ids. One `reply` per id.
+/// ARGV: P, app, to, at_us, via (for DELIVERED), then message ids. One `reply` per id.
 static TRANSITION: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-local P, app, to, at = unpack(ARGV, 1, 4)
+local P, app, to, at, via = unpack(ARGV, 1, 5)
 local out = {}
-for i = 5, #ARGV do
-  out[#out + 1] = transition(P, app, ARGV[i], to, at)
+for i = 6, #ARGV do
+  out[#out + 1] = transition(P, app, ARGV[i], to, at, via)
 end
 return out
 ",
@@ -152,7 +153,7 @@ for _, app in ipairs(redis.call('SMEMBERS', P .. 'expiring_apps')) do
   local due = redis.call('ZRANGEBYSCORE', P .. 'expiring:' .. app, '-inf', now,
     'LIMIT', 0, limit - #out)
   for _, id in ipairs(due) do
-    local r = transition(P, app, id, 'EXPIRED', now)
+    local r = transition(P, app, id, 'EXPIRED', now, nil)
     if r[1] == '2' then out[#out + 1] = r else
       redis.call('ZREM', P .. 'expiring:' .. app, id)
     end
@@ -252,6 +253,10 @@ fn message_of(app: &AppId, reply: &[String]) -> StoreResult<Option<(u8, u64, Add
         created_us: f.int("created_us")?.unwrap_or(0),
         expires_us: f.int("expires_us")?,
         delivered_us: f.int("delivered_us")?,
+        delivered_via: match f.take("delivered_via") {
+            Some(via) => Some(Via::parse(&via).ok_or_else(|| bad("delivered_via", &via))?),
+            None => None,
+        },
         cancelled_us: f.int("cancelled_us")?,
         expired_us: f.int("expired_us")?,
         global_message_id: f.take("global_message_id"),
@@ -312,6 +317,7 @@ impl RedisStore {
         app: &AppId,
         ids: &[String],
         to: MessageStatus,
+        via: Via,
         at_us: i64,
     ) -> StoreResult<Vec<Option<Transition>>> {
         if to == MessageStatus::Pending {
@@ -330,6 +336,7 @@ impl RedisStore {
             app.to_string(),
             to.as_str().to_owned(),
             at_us.to_string(),
+            via.as_str().to_owned(),
         ];
         args.extend(ids.iter().cloned());
         let replies: Vec<Vec<String>> = self.script(&TRANSITION, &[], &args).await?;
@@ -456,7 +463,13 @@ impl Messages for RedisStore {
         at_us: i64,
     ) -> StoreResult<Option<Transition>> {
         let mut done = self
-            .transitions(app, std::slice::from_ref(&id.to_owned()), to, at_us)
+            .transitions(
+                app,
+                std::slice::from_ref(&id.to_owned()),
+                to,
+                Via::Websocket,
+                at_us,
+            )
             .await?;
         Ok(done.pop().flatten())
     }
@@ -513,12 +526,13 @@ impl Messages for RedisStore {
         &self,
         app: &AppId,
         ids: &[String],
+        via: Via,
         at_us: i64,
     ) -> StoreResult<Vec<Option<Transition>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        self.transitions(app, ids, MessageStatus::Delivered, at_us)
+        self.transitions(app, ids, MessageStatus::Delivered, via, at_us)
             .await
     }
 

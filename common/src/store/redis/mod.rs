@@ -60,6 +60,7 @@ mod revocations;
 mod streams;
 mod templates;
 mod webhooks;
+mod webpush;
 
 /// How long a command may wait for its answer, and a connection for its handshake.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -317,6 +318,7 @@ mod tests {
             created_us: 5,
             expires_us: None,
             delivered_us: None,
+            delivered_via: None,
             cancelled_us: None,
             expired_us: None,
             global_message_id: None,

@@ -13,13 +13,13 @@ use crate::ids::{AppId, UserId};
 use crate::message::JsonText;
 use crate::store::{
     AddressedMessage, EventKind, ListCursor, MessageBody, MessageFilter, MessageStatus, Messages,
-    StoreResult, Transition,
+    StoreResult, Transition, Via,
 };
 use crate::stream::{Position, StreamKey, new_epoch};
 
 /// The columns `message_from_row` reads.
 pub(super) const COLUMNS: &str = "id, app, recipient, foreign_id, kind, body, topic, status, created_us, \
-     expires_us, delivered_us, cancelled_us, expired_us, global_message_id, stream_offset";
+     expires_us, delivered_us, cancelled_us, expired_us, global_message_id, stream_offset, delivered_via";
 
 fn conversion(i: usize, e: impl ToString) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.to_string().into())
@@ -30,6 +30,7 @@ pub(super) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<(u64, Addresse
     let kind: String = row.get(4)?;
     let body: String = row.get(5)?;
     let status: String = row.get(7)?;
+    let via: Option<String> = row.get(15)?;
     let message = AddressedMessage {
         id: row.get(0)?,
         app: AppId::parse(row.get::<_, String>(1)?).map_err(|e| conversion(1, e))?,
@@ -44,6 +45,10 @@ pub(super) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<(u64, Addresse
         created_us: row.get(8)?,
         expires_us: row.get(9)?,
         delivered_us: row.get(10)?,
+        delivered_via: match via {
+            Some(via) => Some(Via::parse(&via).ok_or_else(|| conversion(15, via))?),
+            None => None,
+        },
         cancelled_us: row.get(11)?,
         expired_us: row.get(12)?,
         global_message_id: row.get(13)?,
@@ -113,13 +118,14 @@ fn insert(c: &Connection, m: &AddressedMessage) -> rusqlite::Result<Position> {
     Ok(position)
 }
 
-/// Moves `id` from `PENDING` to `to` (`DELIVERED` only while unexpired): one conditional
-/// update, so of racing writers exactly one makes the transition.
+/// Moves `id` from `PENDING` to `to` (`DELIVERED` only while unexpired, recording `via`):
+/// one conditional update, so of racing writers exactly one makes the transition.
 fn transition(
     c: &Connection,
     app: &AppId,
     id: &str,
     to: MessageStatus,
+    via: Via,
     at_us: i64,
 ) -> rusqlite::Result<Option<Transition>> {
     let column = match to {
@@ -128,17 +134,23 @@ fn transition(
         MessageStatus::Cancelled => "cancelled_us",
         MessageStatus::Expired => "expired_us",
     };
-    let unexpired = if to == MessageStatus::Delivered {
-        " AND (expires_us IS NULL OR expires_us > ?4)"
+    let (set_via, unexpired) = if to == MessageStatus::Delivered {
+        (
+            ", delivered_via = ?5",
+            " AND (expires_us IS NULL OR expires_us > ?4)",
+        )
     } else {
-        ""
+        ("", "")
     };
-    let changed = c
-        .prepare_cached(&format!(
-            "UPDATE messages SET status = ?1, {column} = ?4
-             WHERE app = ?2 AND id = ?3 AND status = 'PENDING'{unexpired}"
-        ))?
-        .execute(params![to.as_str(), app.as_str(), id, at_us])?;
+    let mut stmt = c.prepare_cached(&format!(
+        "UPDATE messages SET status = ?1, {column} = ?4{set_via}
+         WHERE app = ?2 AND id = ?3 AND status = 'PENDING'{unexpired}"
+    ))?;
+    let changed = if to == MessageStatus::Delivered {
+        stmt.execute(params![to.as_str(), app.as_str(), id, at_us, via.as_str()])?
+    } else {
+        stmt.execute(params![to.as_str(), app.as_str(), id, at_us])?
+    };
     let Some(m) = by_id(c, app.as_str(), id)? else {
         return Ok(None);
     };
@@ -216,7 +228,7 @@ impl Messages for SqliteStore {
         at_us: i64,
     ) -> StoreResult<Option<Transition>> {
         let (app, id) = (app.clone(), id.to_owned());
-        self.write(move |c| transition(c, &app, &id, to, at_us))
+        self.write(move |c| transition(c, &app, &id, to, Via::Websocket, at_us))
             .await
     }
 
@@ -224,12 +236,13 @@ impl Messages for SqliteStore {
         &self,
         app: &AppId,
         ids: &[String],
+        via: Via,
         at_us: i64,
     ) -> StoreResult<Vec<Option<Transition>>> {
         let (app, ids) = (app.clone(), ids.to_vec());
         self.write(move |c| {
             ids.iter()
-                .map(|id| transition(c, &app, id, MessageStatus::Delivered, at_us))
+                .map(|id| transition(c, &app, id, MessageStatus::Delivered, via, at_us))
                 .collect()
         })
         .await

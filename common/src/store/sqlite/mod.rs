@@ -41,13 +41,14 @@ mod revocations;
 mod streams;
 mod templates;
 mod webhooks;
+mod webpush;
 
 pub use live::SqliteLive;
 
 /// The durable schema, applied on every open (every statement is `IF NOT EXISTS`).
 pub const SCHEMA: &str = include_str!("../../../../schema.sql");
 /// The `schema_meta.schema_version` that `SCHEMA` is.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 /// Version 1 → 2, before `SCHEMA` runs: move the old message table aside (its indexes
 /// first, so the new ones can take their names); the edge registry moved to the live file.
 const MIGRATE_1_BEFORE: &str = "
@@ -270,8 +271,26 @@ fn apply_schema(conn: &Connection) -> anyhow::Result<()> {
             conn.execute_batch(MIGRATE_1_BEFORE)?;
             conn.execute_batch(SCHEMA)?;
             conn.execute_batch(MIGRATE_1_AFTER)?;
+            migrate_2_to_3(conn)?;
+        }
+        Some(2) => {
+            tracing::info!("migrating the database from schema version 2 to 3");
+            migrate_2_to_3(conn)?;
+            conn.execute_batch(SCHEMA)?;
         }
         _ => conn.execute_batch(SCHEMA)?,
+    }
+    Ok(())
+}
+
+/// Version 2 → 3: messages say which channel delivered them (`SCHEMA` adds the Web Push
+/// tables).
+fn migrate_2_to_3(conn: &Connection) -> anyhow::Result<()> {
+    let has_via = conn
+        .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'delivered_via'")?
+        .exists([])?;
+    if !has_via {
+        conn.execute_batch("ALTER TABLE messages ADD COLUMN delivered_via TEXT;")?;
     }
     Ok(())
 }
@@ -729,7 +748,35 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(version, "2");
+        assert_eq!(version, SCHEMA_VERSION.to_string());
+    }
+
+    #[tokio::test]
+    async fn a_version_2_database_gets_the_delivery_channel_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(&dir);
+        drop(SqliteStore::open(&config).await.unwrap());
+        Connection::open(&config.sqlite_path)
+            .unwrap()
+            .execute_batch(
+                "ALTER TABLE messages DROP COLUMN delivered_via;
+                 DROP TABLE webpush_jobs;
+                 UPDATE schema_meta SET value = '2' WHERE key = 'schema_version';",
+            )
+            .unwrap();
+        drop(SqliteStore::open(&config).await.unwrap());
+        let conn = Connection::open(&config.sqlite_path).unwrap();
+        let (version, columns, jobs): (String, i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT value FROM schema_meta WHERE key = 'schema_version'),
+                        (SELECT count(*) FROM pragma_table_info('messages')
+                         WHERE name = 'delivered_via'),
+                        (SELECT count(*) FROM sqlite_master WHERE name = 'webpush_jobs')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((version.as_str(), columns, jobs), ("3", 1, 1));
     }
 
     #[tokio::test]

@@ -1,0 +1,397 @@
+//! The Web Push sender of an API process (SPEC §5; docs/webpush.md): takes due jobs from
+//! the push queue (a lease in the store, so one sender at a time holds a message) and
+//! sends each addressed message to every Web Push subscription of its recipient — but only
+//! while the message is still `PENDING` and the recipient has no live socket, so a
+//! recipient who is online gets it on the socket and never also by Web Push.
+//!
+//! Per attempt, per subscription, the push service's answer (RFC 8030) decides:
+//! - 201: the message becomes `DELIVERED` `via` `webpush` (once, whichever subscription
+//!   took it first);
+//! - 404/410: the subscription is gone and is removed, never tried again;
+//! - 429/5xx/no answer: the job comes back after the push service's `Retry-After`, or an
+//!   exponential backoff (`webpush.backoff_min_ms` doubling up to `backoff_max_ms`), at
+//!   most `webpush.max_attempts` times;
+//! - anything else (400, 401, 403, 413): that subscription failed this time, logged.
+//!
+//! When no subscription took it, the message stays `PENDING` and the recipient's next
+//! connection delivers it, as for any offline recipient. The payload is the native
+//! WebSocket frame of the message (`{"type": "message", "id", "data", "createdAt",
+//! "topic"?, "expiresAt"?}`); one too large for a push (`webpush::MAX_PLAINTEXT`) goes as
+//! that frame without `data`, with `"truncated": true`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::clock::now_us;
+use common::config::{WebPushConfig, ms};
+use common::metrics::Metrics;
+use common::store::{AddressedMessage, MessageBody, MessageStatus, PushJob, Transition, Via};
+use prometheus::IntCounterVec;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::service::Services;
+use crate::webpush::{self, Outcome, Push, SubscriptionKeys};
+
+/// Jobs one claim takes at most.
+const CLAIM: usize = 32;
+/// Jobs one process works on at once.
+const CONCURRENCY: usize = 16;
+
+struct Sender {
+    services: Services,
+    config: WebPushConfig,
+    http: reqwest::Client,
+    /// The VAPID `sub` claim.
+    subject: String,
+    /// Pushes by result: sent, gone, retry, failed.
+    pushes: IntCounterVec,
+    /// Jobs by how they ended: delivered, online, settled (no longer `PENDING`),
+    /// unsubscribed, retried, abandoned, raced.
+    jobs: IntCounterVec,
+}
+
+/// The sender's HTTP client: HTTPS with the system's roots, no redirects, `timeout_ms`
+/// per push.
+///
+/// # Errors
+/// The TLS backend cannot start.
+pub fn client(config: &WebPushConfig) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(ms(config.timeout_ms))
+        .connect_timeout(ms(config.timeout_ms))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("herald-webpush/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
+
+/// Starts this process's sender (unless `webpush.dispatch` is off); it stops at `stop`,
+/// leaving claimed jobs to their leases.
+pub fn start(
+    services: Services,
+    config: WebPushConfig,
+    http: reqwest::Client,
+    metrics: &Metrics,
+    stop: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !config.dispatch {
+        return None;
+    }
+    let subject = config
+        .subject
+        .clone()
+        .unwrap_or_else(|| services.settings.api_base.clone());
+    let sender = Arc::new(Sender {
+        services,
+        http,
+        subject,
+        pushes: metrics.counter_vec(
+            "webpush_pushes_total",
+            "Web Push requests by the push service's answer (sent, gone, retry, failed).",
+            &["result"],
+        ),
+        jobs: metrics.counter_vec(
+            "webpush_jobs_total",
+            "Web Push fallbacks by how they ended (delivered, online, settled, unsubscribed, retried, abandoned, raced).",
+            &["result"],
+        ),
+        config,
+    });
+    Some(tokio::spawn(sender.run(stop)))
+}
+
+/// What one attempt at a job came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobEnd {
+    Delivered,
+    /// The recipient has a live socket: the socket delivers it.
+    Online,
+    /// No longer `PENDING` (delivered on a socket, cancelled, expired) or gone.
+    Settled,
+    /// The recipient has no subscription (left).
+    Unsubscribed,
+    /// Again after this wait.
+    Retry(Duration),
+    /// No subscription took it and retrying cannot help or is used up.
+    Abandoned,
+    /// A push service took it, but a socket delivered it first.
+    Raced,
+}
+
+impl JobEnd {
+    fn label(self) -> &'static str {
+        match self {
+            JobEnd::Delivered => "delivered",
+            JobEnd::Online => "online",
+            JobEnd::Settled => "settled",
+            JobEnd::Unsubscribed => "unsubscribed",
+            JobEnd::Retry(_) => "retried",
+            JobEnd::Abandoned => "abandoned",
+            JobEnd::Raced => "raced",
+        }
+    }
+}
+
+/// The wait before retry number `attempt` (1 = the first retry): `backoff_min_ms`
+/// doubling, at most `backoff_max_ms`; the push service's `Retry-After` when longer.
+fn backoff(config: &WebPushConfig, attempt: u32, asked: Option<Duration>) -> Duration {
+    let doubled = config
+        .backoff_min_ms
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(32));
+    let ours = ms(doubled.min(config.backoff_max_ms));
+    asked.map_or(ours, |asked| asked.max(ours))
+}
+
+/// What the service worker gets for `m` (see the module's docs).
+pub fn payload(m: &AddressedMessage) -> Vec<u8> {
+    let mut frame = json!({
+        "type": "message",
+        "id": m.id,
+        "createdAt": common::clock::rfc3339(m.created_us),
+    });
+    if let Some(topic) = &m.topic {
+        frame["topic"] = json!(topic);
+    }
+    if let Some(expires) = m.expires_us {
+        frame["expiresAt"] = json!(common::clock::rfc3339(expires));
+    }
+    let mut full = frame.clone();
+    full["data"] = match &m.body {
+        MessageBody::Text(text) => Value::String(text.clone()),
+        MessageBody::Data(data) => data.value(),
+    };
+    let full = full.to_string().into_bytes();
+    if full.len() <= webpush::MAX_PLAINTEXT {
+        return full;
+    }
+    frame["truncated"] = json!(true);
+    frame.to_string().into_bytes()
+}
+
+impl Sender {
+    async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(CONCURRENCY));
+        let poll = ms(self.config.poll_ms);
+        let lease_us = i64::try_from(self.config.lease_ms.saturating_mul(1000)).unwrap_or(i64::MAX);
+        loop {
+            let room = slots.available_permits().min(CLAIM);
+            let claimed = if room == 0 {
+                Ok(Vec::new())
+            } else {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    claimed = self.services.stores.webpush.claim_pushes(now_us(), lease_us, room) => claimed,
+                }
+            };
+            match claimed {
+                Ok(jobs) if !jobs.is_empty() => {
+                    for job in jobs {
+                        let Ok(slot) = slots.clone().acquire_owned().await else {
+                            return;
+                        };
+                        let me = self.clone();
+                        tokio::spawn(async move {
+                            me.work(job).await;
+                            drop(slot);
+                        });
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot claim Web Push jobs"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+
+    /// One attempt at `job`, then its end recorded in the queue. A store failure leaves
+    /// the job to its lease (tried again later).
+    async fn work(&self, job: PushJob) {
+        let end = match self.attempt(&job).await {
+            Ok(end) => end,
+            Err(e) => {
+                tracing::warn!(app = %job.app, message = %job.message_id, error = %e, "Web Push attempt failed on the store; retried after the lease");
+                return;
+            }
+        };
+        self.jobs.with_label_values(&[end.label()]).inc();
+        let settled = match end {
+            JobEnd::Retry(wait) => {
+                let due =
+                    now_us().saturating_add(i64::try_from(wait.as_micros()).unwrap_or(i64::MAX));
+                self.services.stores.webpush.retry_push(&job.id, due).await
+            }
+            _ => self.services.stores.webpush.finish_push(&job.id).await,
+        };
+        if let Err(e) = settled {
+            tracing::warn!(app = %job.app, message = %job.message_id, error = %e, "cannot settle a Web Push job; it is tried again after its lease");
+        }
+    }
+
+    async fn attempt(&self, job: &PushJob) -> Result<JobEnd, crate::service::ServiceError> {
+        let services = &self.services;
+        let now = now_us();
+        let Some(message) = services
+            .stores
+            .messages
+            .addressed_message(&job.app, &job.message_id)
+            .await?
+        else {
+            return Ok(JobEnd::Settled);
+        };
+        if message.status != MessageStatus::Pending || message.expires_us.is_some_and(|e| e <= now)
+        {
+            return Ok(JobEnd::Settled);
+        }
+        if services.user_connections(&job.app, &job.user).await? > 0 {
+            return Ok(JobEnd::Online);
+        }
+        let subscriptions = services
+            .stores
+            .webpush
+            .subscriptions(&job.app, &job.user)
+            .await?;
+        if subscriptions.is_empty() {
+            return Ok(JobEnd::Unsubscribed);
+        }
+        let key = services.vapid_key(&job.app).await?;
+        let body = payload(&message);
+        let ttl = match message.expires_us {
+            Some(expires) => {
+                let left = expires.saturating_sub(now).div_euclid(1_000_000).max(1);
+                u32::try_from(left)
+                    .unwrap_or(u32::MAX)
+                    .min(self.config.ttl_seconds)
+            }
+            None => self.config.ttl_seconds,
+        };
+        let (mut sent, mut retry) = (false, None::<Option<Duration>>);
+        for s in &subscriptions {
+            let outcome = match SubscriptionKeys::from_base64(&s.p256dh, &s.auth) {
+                Ok(keys) => {
+                    let push = Push {
+                        endpoint: &s.endpoint,
+                        keys: &keys,
+                        payload: &body,
+                        ttl_seconds: ttl,
+                    };
+                    webpush::send(&self.http, &key, &self.subject, push)
+                        .await
+                        .unwrap_or_else(|e| Outcome::Failed {
+                            reason: e.to_string(),
+                        })
+                }
+                Err(e) => Outcome::Failed {
+                    reason: e.to_string(),
+                },
+            };
+            let result = match &outcome {
+                Outcome::Sent => {
+                    sent = true;
+                    "sent"
+                }
+                Outcome::Gone => {
+                    services
+                        .stores
+                        .webpush
+                        .remove_subscription(&job.app, &job.user, &s.id)
+                        .await?;
+                    tracing::info!(app = %job.app, user = %job.user, subscription = %s.id, "Web Push subscription gone (404/410): removed");
+                    "gone"
+                }
+                Outcome::Retry { after, reason } => {
+                    tracing::warn!(app = %job.app, endpoint = %s.endpoint, %reason, "push service asks to retry");
+                    retry = Some(retry.flatten().max(*after));
+                    "retry"
+                }
+                Outcome::Failed { reason } => {
+                    tracing::warn!(app = %job.app, endpoint = %s.endpoint, %reason, "push refused");
+                    "failed"
+                }
+            };
+            self.pushes.with_label_values(&[result]).inc();
+        }
+        if sent {
+            let settled = services
+                .stores
+                .messages
+                .deliver_messages(
+                    &job.app,
+                    std::slice::from_ref(&job.message_id),
+                    Via::Webpush,
+                    now_us(),
+                )
+                .await?;
+            return Ok(match settled.first() {
+                Some(Some(Transition::Done(_))) => JobEnd::Delivered,
+                _ => {
+                    tracing::warn!(app = %job.app, message = %job.message_id, "a socket delivered the message while its Web Push was in flight: the recipient may see it twice");
+                    JobEnd::Raced
+                }
+            });
+        }
+        match retry {
+            Some(asked) if job.attempts.saturating_add(1) < self.config.max_attempts => Ok(
+                JobEnd::Retry(backoff(&self.config, job.attempts.saturating_add(1), asked)),
+            ),
+            _ => Ok(JobEnd::Abandoned),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_honours_a_longer_retry_after() {
+        let config = WebPushConfig {
+            backoff_min_ms: 1_000,
+            backoff_max_ms: 5_000,
+            ..WebPushConfig::default()
+        };
+        let waits: Vec<u128> = (1..=5)
+            .map(|a| backoff(&config, a, None).as_millis())
+            .collect();
+        assert_eq!(waits, [1_000, 2_000, 4_000, 5_000, 5_000]);
+        assert_eq!(
+            backoff(&config, 1, Some(Duration::from_secs(30))),
+            Duration::from_secs(30)
+        );
+        assert_eq!(backoff(&config, 3, Some(Duration::from_secs(1))), ms(4_000));
+    }
+
+    #[test]
+    fn a_payload_too_large_for_a_push_goes_without_its_data() {
+        let mut m = AddressedMessage {
+            id: "0123456789abcdef0123456789abcdef".into(),
+            app: common::ids::AppId::parse("a").unwrap(),
+            recipient: common::ids::UserId::parse("u").unwrap(),
+            foreign_id: None,
+            body: MessageBody::Text("hello".into()),
+            topic: Some("news".into()),
+            status: MessageStatus::Pending,
+            created_us: 1_700_000_000_000_000,
+            expires_us: None,
+            delivered_us: None,
+            delivered_via: None,
+            cancelled_us: None,
+            expired_us: None,
+            global_message_id: None,
+        };
+        let small: Value = serde_json::from_slice(&payload(&m)).unwrap();
+        assert_eq!(small["data"], "hello");
+        assert_eq!(small["topic"], "news");
+        assert_eq!(small["type"], "message");
+        m.body = MessageBody::Text("x".repeat(webpush::MAX_PLAINTEXT));
+        let big = payload(&m);
+        assert!(big.len() <= webpush::MAX_PLAINTEXT);
+        let big: Value = serde_json::from_slice(&big).unwrap();
+        assert_eq!((big.get("data"), &big["truncated"]), (None, &json!(true)));
+        assert_eq!(big["id"], m.id.as_str());
+    }
+}
