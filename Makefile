@@ -26,7 +26,7 @@ test: venv reference
 	# The same binaries on the Redis store (each cluster starts its own redis-server);
 	# --workspace keeps the features of the build above, so nothing is compiled again.
 	HERALD_E2E_STORE=redis $(CARGO) test --release --workspace --no-fail-fast --test cluster -- \
-		messages:: webhooks:: native:: v1_api:: mozilla_api:: recovery:: webpush::
+		messages:: webhooks:: native:: v1_api:: mozilla_api:: recovery:: webpush:: ppg::
 
 build:
 	$(CARGO) build --release --bins

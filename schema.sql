@@ -194,7 +194,8 @@ CREATE TABLE IF NOT EXISTS webhooks (
     last_error       TEXT,
     last_attempt_us  INTEGER,
     last_success_us  INTEGER,
-    dropped          INTEGER NOT NULL DEFAULT 0
+    dropped          INTEGER NOT NULL DEFAULT 0,
+    format           TEXT
 ) WITHOUT ROWID;
 
 -- The webhook outbox: events waiting to reach their app's webhook, written in the same
@@ -223,7 +224,8 @@ CREATE TABLE IF NOT EXISTS revocations (
 
 -- Web Push (SPEC §4 Users, §5): each app's VAPID key pair (base64url, made on first use),
 -- its users' subscriptions (at most a few per user, one per endpoint), and the push queue
--- of addressed messages waiting to go out by Web Push to an offline recipient. A job is
+-- of messages waiting to go out by Web Push: addressed messages to an offline recipient
+-- (`user_id` set) and PushPushGo bucket messages (`user_id` NULL). A job is
 -- claimable once `next_us` has passed: its due time, or the end of a claim's lease.
 CREATE TABLE IF NOT EXISTS webpush_keys (
     app         TEXT PRIMARY KEY,
@@ -244,12 +246,30 @@ CREATE TABLE IF NOT EXISTS webpush_subscriptions (
 CREATE TABLE IF NOT EXISTS webpush_jobs (
     id         TEXT PRIMARY KEY,
     app        TEXT NOT NULL,
-    user_id    TEXT NOT NULL,
+    user_id    TEXT,
     message_id TEXT NOT NULL,
     attempts   INTEGER NOT NULL DEFAULT 0,
     next_us    INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS webpush_jobs_by_next ON webpush_jobs (next_us);
+
+-- PushPushGo CORE buckets, their contexts and the messages of their sends (SPEC §5; the
+-- /v1 surface), each kept as the JSON of its record (common::store::buckets), written once.
+CREATE TABLE IF NOT EXISTS ppg_buckets (
+    id     TEXT PRIMARY KEY,
+    app    TEXT NOT NULL,
+    record TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ppg_contexts (
+    id     TEXT PRIMARY KEY,
+    app    TEXT NOT NULL,
+    record TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ppg_messages (
+    id     TEXT PRIMARY KEY,
+    app    TEXT NOT NULL,
+    record TEXT NOT NULL
+) WITHOUT ROWID;
 
 -- The edge registry and presence live in the second, non-durable database file
 -- (store.sqlite_live_path), schema common/src/store/sqlite/live.sql.

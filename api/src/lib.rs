@@ -2,7 +2,7 @@
 //! calls one operation of the service layer (`service`), which writes the store, and only
 //! after the store accepted the write answers and hands the delivery to the routers
 //! (`publisher`). Surfaces: the Mozilla-compatible API (SPEC §3), `/api/v1` (§4),
-//! Thunderpush, VPush and Socrate's GraphQL (§5); plus `/health`, `/version`, `/metrics` and
+//! Thunderpush, VPush, Socrate's GraphQL and PushPushGo CORE's `/v1` (§5); plus `/health`, `/version`, `/metrics` and
 //! `/openapi.json` (`ops`). Each process also runs a webhook dispatcher (`outbox`) and a
 //! Web Push sender (`pusher`).
 
@@ -101,6 +101,7 @@ pub async fn services(
         token_ttl_max: TOKEN_TTL_MAX,
         webpush_delay_us: i64::try_from(config.webpush.delay_ms.saturating_mul(1000))
             .unwrap_or(i64::MAX),
+        bucket_callback_delay_ms: config.webpush.bucket_callback_delay_ms,
     };
     let services = Services {
         stores,
@@ -205,6 +206,8 @@ pub fn routes(
         .or(surface::thunderpush::routes(state.clone()))
         .unify()
         .or(surface::vpush::routes(state.clone()))
+        .unify()
+        .or(surface::ppg::routes(state.clone()))
         .unify()
         .or(surface::graphql::routes(state.clone()))
         .unify()

@@ -9,7 +9,10 @@
 //!
 //! Body: `{"messages": [{"id", "messageId", "foreignId", "recipient", "result": {"kind"},
 //! "ts"}]}` (`ts` in ms since the epoch). Signature: `t=<unix seconds>,v1=<hex
-//! HMAC-SHA256(secret, "<t>.<body>")>`, computed afresh for each attempt.
+//! HMAC-SHA256(secret, "<t>.<body>")>`, computed afresh for each attempt. A PushPushGo
+//! bucket's callback (`BatchFormat::PushPushGo`) gets the seed's shape instead —
+//! `{"messages": [{"messageId", "foreignId"?, "result": {"kind"}, "ts"}]}` — unsigned, with
+//! the bucket's own headers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +23,7 @@ use common::clock::now_us;
 use common::config::{WebhooksConfig, ms};
 use common::ids::new_message_id;
 use common::metrics::Metrics;
-use common::store::{Batch, BatchOutcome, OutboxLimits, Stores, WebhookEvent};
+use common::store::{Batch, BatchFormat, BatchOutcome, OutboxLimits, Stores, WebhookEvent};
 use hmac::{Hmac, KeyInit, Mac};
 use prometheus::IntCounterVec;
 use serde_json::{Value, json};
@@ -46,21 +49,34 @@ pub fn signature(secret: &str, t: i64, body: &[u8]) -> String {
     format!("t={t},v1={hex}")
 }
 
-/// One event as the receiver gets it.
-fn event_json(e: &WebhookEvent) -> Value {
-    json!({
-        "id": e.id,
-        "messageId": e.message_id,
-        "foreignId": e.foreign_id,
-        "recipient": e.recipient,
-        "result": {"kind": e.kind.as_str()},
-        "ts": e.at_us.div_euclid(1_000),
-    })
+/// One event as the receiver gets it, in `format`.
+fn event_json(format: &BatchFormat, e: &WebhookEvent) -> Value {
+    match format {
+        BatchFormat::Herald => json!({
+            "id": e.id,
+            "messageId": e.message_id,
+            "foreignId": e.foreign_id,
+            "recipient": e.recipient,
+            "result": {"kind": e.kind.as_str()},
+            "ts": e.at_us.div_euclid(1_000),
+        }),
+        BatchFormat::PushPushGo { .. } => {
+            let mut event = json!({
+                "messageId": e.message_id,
+                "result": {"kind": e.kind.as_str()},
+                "ts": e.at_us.div_euclid(1_000),
+            });
+            if let Some(foreign_id) = &e.foreign_id {
+                event["foreignId"] = json!(foreign_id);
+            }
+            event
+        }
+    }
 }
 
-/// The body of a batch.
-pub fn batch_body(events: &[WebhookEvent]) -> Vec<u8> {
-    let messages: Vec<Value> = events.iter().map(event_json).collect();
+/// The body of a batch in `format`.
+pub fn batch_body(format: &BatchFormat, events: &[WebhookEvent]) -> Vec<u8> {
+    let messages: Vec<Value> = events.iter().map(|e| event_json(format, e)).collect();
     json!({ "messages": messages }).to_string().into_bytes()
 }
 
@@ -182,19 +198,27 @@ impl Dispatcher {
 
     /// Sends one batch and settles it.
     async fn send(&self, batch: Batch) {
-        let body = batch_body(&batch.events);
-        let t = now_us().div_euclid(1_000_000);
-        let answer = self
+        let format = &batch.webhook.format;
+        let body = batch_body(format, &batch.events);
+        let mut request = self
             .client
             .post(&batch.webhook.url)
-            .header("content-type", "application/json")
-            .header(
-                "x-herald-signature",
-                signature(&batch.webhook.secret, t, &body),
-            )
-            .body(body)
-            .send()
-            .await;
+            .header("content-type", "application/json");
+        match format {
+            BatchFormat::Herald => {
+                let t = now_us().div_euclid(1_000_000);
+                request = request.header(
+                    "x-herald-signature",
+                    signature(&batch.webhook.secret, t, &body),
+                );
+            }
+            BatchFormat::PushPushGo { headers } => {
+                for (name, value) in headers {
+                    request = request.header(name.as_str(), value.as_str());
+                }
+            }
+        }
+        let answer = request.body(body).send().await;
         let outcome = match answer {
             Ok(response) if response.status().is_success() => BatchOutcome::Sent,
             Ok(response) => self.failed(&batch, format!("HTTP {}", response.status().as_u16())),

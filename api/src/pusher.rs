@@ -14,7 +14,12 @@
 //! - anything else (400, 401, 403, 413): that subscription failed this time, logged.
 //!
 //! When no subscription took it, the message stays `PENDING` and the recipient's next
-//! connection delivers it, as for any offline recipient. The payload is the native
+//! connection delivers it, as for any offline recipient.
+//!
+//! A job may also be a message of a PushPushGo bucket's send (`service::buckets`): pushed
+//! to its one receiver with the bucket's VAPID credential and the payload CORE's service
+//! worker reads; 201 reports `sent` to the bucket's callback; a receiver gone (404/410) or
+//! refusing is not tried again; 429/5xx are retried as above. The payload is the native
 //! WebSocket frame of the message (`{"type": "message", "id", "data", "createdAt",
 //! "topic"?, "expiresAt"?}`); one too large for a push (`webpush::MAX_PLAINTEXT`) goes as
 //! that frame without `data`, with `"truncated": true`.
@@ -24,15 +29,18 @@ use std::time::Duration;
 
 use common::clock::now_us;
 use common::config::{WebPushConfig, ms};
+use common::ids::{UserId, new_message_id};
 use common::metrics::Metrics;
-use common::store::{AddressedMessage, MessageBody, MessageStatus, PushJob, Transition, Via};
+use common::store::{
+    AddressedMessage, EventKind, MessageBody, MessageStatus, PushJob, Transition, Via, WebhookEvent,
+};
 use prometheus::IntCounterVec;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::service::Services;
-use crate::webpush::{self, Outcome, Push, SubscriptionKeys};
+use crate::service::{ServiceError, Services};
+use crate::webpush::{self, Outcome, Push, SubscriptionKeys, VapidKey};
 
 /// Jobs one claim takes at most.
 const CLAIM: usize = 32;
@@ -232,7 +240,78 @@ impl Sender {
         }
     }
 
-    async fn attempt(&self, job: &PushJob) -> Result<JobEnd, crate::service::ServiceError> {
+    async fn attempt(&self, job: &PushJob) -> Result<JobEnd, ServiceError> {
+        match &job.user {
+            Some(user) => self.addressed(job, user).await,
+            None => self.bucket_message(job).await,
+        }
+    }
+
+    /// Pushes `body` to `target` with `key`; the push service's answer as an `Outcome`
+    /// (a key that does not load is `Failed`), counted.
+    async fn push(&self, key: &VapidKey, target: Target<'_>, body: &[u8], ttl: u32) -> Outcome {
+        let outcome = match SubscriptionKeys::from_base64(target.p256dh, target.auth) {
+            Ok(keys) => {
+                let push = Push {
+                    endpoint: target.endpoint,
+                    keys: &keys,
+                    payload: body,
+                    ttl_seconds: ttl,
+                };
+                webpush::send(&self.http, key, &self.subject, push)
+                    .await
+                    .unwrap_or_else(|e| Outcome::Failed {
+                        reason: e.to_string(),
+                    })
+            }
+            Err(e) => Outcome::Failed {
+                reason: e.to_string(),
+            },
+        };
+        let result = match &outcome {
+            Outcome::Sent => "sent",
+            Outcome::Gone => "gone",
+            Outcome::Retry { reason, .. } => {
+                tracing::warn!(endpoint = %target.endpoint, %reason, "push service asks to retry");
+                "retry"
+            }
+            Outcome::Failed { reason } => {
+                tracing::warn!(endpoint = %target.endpoint, %reason, "push refused");
+                "failed"
+            }
+        };
+        self.pushes.with_label_values(&[result]).inc();
+        outcome
+    }
+
+    /// The `TTL` of a push of a message expiring at `expires_us` (seconds left, at least
+    /// 1, at most `webpush.ttl_seconds`).
+    fn ttl(&self, expires_us: Option<i64>, now: i64) -> u32 {
+        match expires_us {
+            Some(expires) => {
+                let left = expires.saturating_sub(now).div_euclid(1_000_000).max(1);
+                u32::try_from(left)
+                    .unwrap_or(u32::MAX)
+                    .min(self.config.ttl_seconds)
+            }
+            None => self.config.ttl_seconds,
+        }
+    }
+
+    /// What a job ends as when nothing was sent: again later while the push services ask
+    /// for it and attempts are left, else abandoned.
+    fn retry_or_abandon(&self, job: &PushJob, retry: Option<Option<Duration>>) -> JobEnd {
+        let attempt = job.attempts.saturating_add(1);
+        match retry {
+            Some(asked) if attempt < self.config.max_attempts => {
+                JobEnd::Retry(backoff(&self.config, attempt, asked))
+            }
+            _ => JobEnd::Abandoned,
+        }
+    }
+
+    /// An addressed message to `user`, by every subscription of theirs.
+    async fn addressed(&self, job: &PushJob, user: &UserId) -> Result<JobEnd, ServiceError> {
         let services = &self.services;
         let now = now_us();
         let Some(message) = services
@@ -247,73 +326,40 @@ impl Sender {
         {
             return Ok(JobEnd::Settled);
         }
-        if services.user_connections(&job.app, &job.user).await? > 0 {
+        if services.user_connections(&job.app, user).await? > 0 {
             return Ok(JobEnd::Online);
         }
         let subscriptions = services
             .stores
             .webpush
-            .subscriptions(&job.app, &job.user)
+            .subscriptions(&job.app, user)
             .await?;
         if subscriptions.is_empty() {
             return Ok(JobEnd::Unsubscribed);
         }
         let key = services.vapid_key(&job.app).await?;
         let body = payload(&message);
-        let ttl = match message.expires_us {
-            Some(expires) => {
-                let left = expires.saturating_sub(now).div_euclid(1_000_000).max(1);
-                u32::try_from(left)
-                    .unwrap_or(u32::MAX)
-                    .min(self.config.ttl_seconds)
-            }
-            None => self.config.ttl_seconds,
-        };
+        let ttl = self.ttl(message.expires_us, now);
         let (mut sent, mut retry) = (false, None::<Option<Duration>>);
         for s in &subscriptions {
-            let outcome = match SubscriptionKeys::from_base64(&s.p256dh, &s.auth) {
-                Ok(keys) => {
-                    let push = Push {
-                        endpoint: &s.endpoint,
-                        keys: &keys,
-                        payload: &body,
-                        ttl_seconds: ttl,
-                    };
-                    webpush::send(&self.http, &key, &self.subject, push)
-                        .await
-                        .unwrap_or_else(|e| Outcome::Failed {
-                            reason: e.to_string(),
-                        })
-                }
-                Err(e) => Outcome::Failed {
-                    reason: e.to_string(),
-                },
+            let target = Target {
+                endpoint: &s.endpoint,
+                p256dh: &s.p256dh,
+                auth: &s.auth,
             };
-            let result = match &outcome {
-                Outcome::Sent => {
-                    sent = true;
-                    "sent"
-                }
+            match self.push(&key, target, &body, ttl).await {
+                Outcome::Sent => sent = true,
                 Outcome::Gone => {
                     services
                         .stores
                         .webpush
-                        .remove_subscription(&job.app, &job.user, &s.id)
+                        .remove_subscription(&job.app, user, &s.id)
                         .await?;
-                    tracing::info!(app = %job.app, user = %job.user, subscription = %s.id, "Web Push subscription gone (404/410): removed");
-                    "gone"
+                    tracing::info!(app = %job.app, %user, subscription = %s.id, "Web Push subscription gone (404/410): removed");
                 }
-                Outcome::Retry { after, reason } => {
-                    tracing::warn!(app = %job.app, endpoint = %s.endpoint, %reason, "push service asks to retry");
-                    retry = Some(retry.flatten().max(*after));
-                    "retry"
-                }
-                Outcome::Failed { reason } => {
-                    tracing::warn!(app = %job.app, endpoint = %s.endpoint, %reason, "push refused");
-                    "failed"
-                }
-            };
-            self.pushes.with_label_values(&[result]).inc();
+                Outcome::Retry { after, .. } => retry = Some(retry.flatten().max(after)),
+                Outcome::Failed { .. } => {}
+            }
         }
         if sent {
             let settled = services
@@ -334,13 +380,68 @@ impl Sender {
                 }
             });
         }
-        match retry {
-            Some(asked) if job.attempts.saturating_add(1) < self.config.max_attempts => Ok(
-                JobEnd::Retry(backoff(&self.config, job.attempts.saturating_add(1), asked)),
-            ),
-            _ => Ok(JobEnd::Abandoned),
+        Ok(self.retry_or_abandon(job, retry))
+    }
+
+    /// A message of a PushPushGo bucket's send, to its one receiver; `sent` reported to the
+    /// bucket's callback when the push service takes it.
+    async fn bucket_message(&self, job: &PushJob) -> Result<JobEnd, ServiceError> {
+        let stores = &self.services.stores;
+        let now = now_us();
+        let Some(message) = stores.buckets.bucket_message(&job.message_id).await? else {
+            return Ok(JobEnd::Settled);
+        };
+        if message.expires_us <= now {
+            return Ok(JobEnd::Settled);
+        }
+        let bucket = stores.buckets.bucket(&message.app, &message.bucket).await?;
+        let context = stores.buckets.bucket_context(&message.context).await?;
+        let (Some(bucket), Some(context)) = (bucket, context) else {
+            return Ok(JobEnd::Settled);
+        };
+        let Some(credential) = bucket
+            .credentials
+            .iter()
+            .find(|c| c.id == message.credential)
+        else {
+            return Ok(JobEnd::Settled);
+        };
+        let key = VapidKey::from_base64(&credential.private_key, &credential.public_key)
+            .map_err(|e| ServiceError::Internal(format!("bucket {}: {e}", bucket.id)))?;
+        let body = crate::service::buckets::push_payload(&context, &message);
+        let target = Target {
+            endpoint: &message.endpoint,
+            p256dh: &message.p256dh,
+            auth: &message.auth,
+        };
+        let ttl = self.ttl(Some(message.expires_us), now);
+        match self.push(&key, target, &body, ttl).await {
+            Outcome::Sent => {
+                let event = WebhookEvent {
+                    id: new_message_id(),
+                    app: crate::service::buckets::callback_app(&bucket.id)?,
+                    kind: EventKind::Sent,
+                    message_id: Some(message.id.clone()),
+                    foreign_id: message.foreign_id.clone(),
+                    recipient: None,
+                    at_us: now_us(),
+                };
+                stores.webhooks.record_events(&[event]).await?;
+                Ok(JobEnd::Delivered)
+            }
+            Outcome::Gone => Ok(JobEnd::Unsubscribed),
+            Outcome::Retry { after, .. } => Ok(self.retry_or_abandon(job, Some(after))),
+            Outcome::Failed { .. } => Ok(JobEnd::Abandoned),
         }
     }
+}
+
+/// Where one push goes: a subscription's endpoint and keys.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    endpoint: &'a str,
+    p256dh: &'a str,
+    auth: &'a str,
 }
 
 #[cfg(test)]

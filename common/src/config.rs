@@ -341,6 +341,9 @@ pub struct WebPushConfig {
     /// How long a push service may keep a push for an offline browser (RFC 8030 `TTL`), at
     /// most; a message that expires sooner gets its remaining lifetime.
     pub ttl_seconds: u32,
+    /// Longest a PushPushGo bucket's event waits for a fuller callback batch (the
+    /// original's 60 s; batches hold at most 1000 events).
+    pub bucket_callback_delay_ms: u64,
 }
 
 impl Default for WebPushConfig {
@@ -356,6 +359,7 @@ impl Default for WebPushConfig {
             backoff_min_ms: 1_000,
             backoff_max_ms: 300_000,
             ttl_seconds: 24 * 3600,
+            bucket_callback_delay_ms: 60_000,
         }
     }
 }
@@ -609,6 +613,12 @@ impl Config {
             }
             if !ids.insert(&app.id) {
                 problems.push(format!("{at}.id `{}` is used twice", app.id));
+            }
+            if app.id.starts_with("ppg.") {
+                problems.push(format!(
+                    "{at}.id `{}`: ids starting with `ppg.` are reserved for PushPushGo buckets' callbacks",
+                    app.id
+                ));
             }
             if !is_name(&app.key, 128) {
                 problems.push(format!("{at}.key must match [A-Za-z0-9_.-]{{1,128}}"));

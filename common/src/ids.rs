@@ -159,6 +159,12 @@ pub fn new_message_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
+/// A new id in the hyphenated lowercase UUID form (UUIDv7), for APIs whose clients parse
+/// ids as UUIDs (PushPushGo CORE's SDKs).
+pub fn new_uuid() -> String {
+    uuid::Uuid::now_v7().hyphenated().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

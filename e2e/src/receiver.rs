@@ -22,6 +22,8 @@ use warp::http::StatusCode;
 pub struct Received {
     pub signature: Option<String>,
     pub content_type: Option<String>,
+    /// Every header of the request.
+    pub headers: warp::http::HeaderMap,
     pub body: Bytes,
     /// When it arrived.
     pub at: std::time::Instant,
@@ -63,10 +65,11 @@ impl Receiver {
         let route = warp::post()
             .and(warp::header::optional::<String>("x-herald-signature"))
             .and(warp::header::optional::<String>("content-type"))
+            .and(warp::header::headers_cloned())
             .and(warp::body::bytes())
-            .then(move |signature, content_type, body| {
+            .then(move |signature, content_type, headers, body| {
                 let state = shared.clone();
-                async move { handle(state, signature, content_type, body).await }
+                async move { handle(state, signature, content_type, headers, body).await }
             });
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
@@ -135,6 +138,7 @@ async fn handle(
     state: Arc<Mutex<State>>,
     signature: Option<String>,
     content_type: Option<String>,
+    headers: warp::http::HeaderMap,
     body: Bytes,
 ) -> warp::http::Response<String> {
     let (index, hold, fail, delay) = {
@@ -142,6 +146,7 @@ async fn handle(
         s.requests.push(Received {
             signature,
             content_type,
+            headers,
             body,
             at: std::time::Instant::now(),
             answered: None,

@@ -15,6 +15,7 @@ use common::store::{Alive, StoreError, Stores};
 use crate::publisher::Publisher;
 
 pub mod broadcasts;
+pub mod buckets;
 pub mod channels;
 pub mod contexts;
 pub mod messages;
@@ -108,6 +109,8 @@ pub struct Settings {
     pub token_ttl_max: u64,
     /// How long an offline recipient's message waits before its Web Push fallback (µs).
     pub webpush_delay_us: i64,
+    /// Longest a PushPushGo bucket's event waits for a fuller callback batch (ms).
+    pub bucket_callback_delay_ms: u64,
 }
 
 impl Services {

@@ -6,7 +6,7 @@
 
 use common::clock::now_us;
 use common::ids::{AppId, UserId, new_message_id};
-use common::store::{EventKind, Webhook, WebhookEvent, WebhookState};
+use common::store::{BatchFormat, EventKind, Webhook, WebhookEvent, WebhookState};
 
 use super::{ServiceError, ServiceResult, Services};
 
@@ -136,6 +136,7 @@ impl Services {
             max_batch,
             max_delay_ms,
             updated_us: now_us(),
+            format: BatchFormat::Herald,
         };
         self.stores.webhooks.put_webhook(&webhook).await?;
         self.webhook(app).await

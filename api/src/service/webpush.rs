@@ -148,7 +148,7 @@ impl Services {
             .map(|(m, _)| PushJob {
                 id: new_message_id(),
                 app: app.clone(),
-                user: m.recipient.clone(),
+                user: Some(m.recipient.clone()),
                 message_id: m.id.clone(),
                 attempts: 0,
             })

@@ -38,6 +38,11 @@ impl JsonObject {
         }
     }
 
+    /// The object itself, every field as given.
+    pub fn into_map(self) -> Map<String, Value> {
+        self.map
+    }
+
     fn name(&self, field: &str) -> String {
         format!("{}{field}", self.prefix)
     }

@@ -21,6 +21,7 @@ use crate::AppState;
 pub mod graphql;
 pub mod json;
 pub mod mozilla;
+pub mod ppg;
 pub mod thunderpush;
 pub mod v1;
 pub mod vpush;
@@ -225,6 +226,20 @@ pub fn route<E: Send + 'static>(
     name: &'static str,
     handler: Handler<E>,
 ) -> warp::filters::BoxedFilter<(Response,)> {
+    let max_body = state.max_body_bytes;
+    route_with_body_limit(state, shape, method, path, name, handler, max_body)
+}
+
+/// `route` with its own body limit (`max_body` bytes) instead of `api.max_body_bytes`.
+pub fn route_with_body_limit<E: Send + 'static>(
+    state: &Arc<AppState>,
+    shape: Shape<E>,
+    method: warp::http::Method,
+    path: &'static [&'static str],
+    name: &'static str,
+    handler: Handler<E>,
+    max_body: usize,
+) -> warp::filters::BoxedFilter<(Response,)> {
     let mut filter = warp::any().map(Vec::<String>::new).boxed();
     for part in path {
         filter = if *part == "{}" {
@@ -239,7 +254,6 @@ pub fn route<E: Send + 'static>(
             filter.and(warp::path(*part)).boxed()
         };
     }
-    let max_body = state.max_body_bytes;
     filter
         .and(warp::path::end())
         .and(method_is(method, shape.wrong_method))

@@ -2,7 +2,7 @@
 //! processes never depend on a backend (`sqlite/`, the embedded default, or `redis/`): `Queues` (Mozilla tokens, queues, messages), `Streams` (positions and replay of
 //! any resumable stream), `Channels` (history, idempotency), `Messages` (addressed
 //! messages and their status), `Webhooks` (configuration and outbox), `Templates`, `Broadcasts`, `Contexts` (VPush),
-//! `WebPush` (VAPID keys, subscriptions, the push queue), `Revocations` (force logout), `Nodes` (the edge registry) and `Presence` (who is
+//! `WebPush` (VAPID keys, subscriptions, the push queue), `Buckets` (PushPushGo CORE buckets and contexts), `Revocations` (force logout), `Nodes` (the edge registry) and `Presence` (who is
 //! connected).
 //!
 //! A method returns only after the backend has made its effect durable where the concern
@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use crate::config::{StoreBackend, StoreConfig};
 
 pub mod broadcasts;
+pub mod buckets;
 pub mod channels;
 #[cfg(test)]
 pub(crate) mod conformance;
@@ -36,6 +37,9 @@ pub mod webhooks;
 pub mod webpush;
 
 pub use broadcasts::{BroadcastFilter, Broadcasts, GlobalMessage};
+pub use buckets::{
+    Bucket, BucketContext, BucketMessage, Buckets, Callback, ContextKind, Credential,
+};
 pub use channels::{ChannelInfo, Channels, History, Idempotency, Publication};
 pub use contexts::{Context, Contexts};
 pub use messages::{
@@ -49,7 +53,8 @@ pub use revocations::Revocations;
 pub use streams::{MAX_HEADS, Streams};
 pub use templates::{Template, Templates};
 pub use webhooks::{
-    Batch, BatchOutcome, EventKind, OutboxLimits, Webhook, WebhookEvent, WebhookState, Webhooks,
+    Batch, BatchFormat, BatchOutcome, EventKind, OutboxLimits, Webhook, WebhookEvent, WebhookState,
+    Webhooks,
 };
 pub use webpush::{Added, PushJob, PushSubscription, WebPush};
 
@@ -84,6 +89,7 @@ pub struct Stores {
     pub broadcasts: Arc<dyn Broadcasts>,
     pub contexts: Arc<dyn Contexts>,
     pub webpush: Arc<dyn WebPush>,
+    pub buckets: Arc<dyn Buckets>,
     pub revocations: Arc<dyn Revocations>,
     pub nodes: Arc<dyn Nodes>,
     pub presence: Arc<dyn Presence>,
@@ -125,6 +131,7 @@ pub async fn open(config: &StoreConfig) -> anyhow::Result<Stores> {
                 broadcasts: durable.clone(),
                 contexts: durable.clone(),
                 webpush: durable.clone(),
+                buckets: durable.clone(),
                 revocations: durable.clone(),
                 nodes: live.clone(),
                 presence: live.clone(),
@@ -146,6 +153,7 @@ pub async fn open(config: &StoreConfig) -> anyhow::Result<Stores> {
                 broadcasts: redis.clone(),
                 contexts: redis.clone(),
                 webpush: redis.clone(),
+                buckets: redis.clone(),
                 revocations: redis.clone(),
                 nodes: redis.clone(),
                 presence: redis.clone(),

@@ -74,6 +74,37 @@ impl EventKind {
     }
 }
 
+/// How a webhook's batches are written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BatchFormat {
+    /// Herald's (SPEC §4): `{"messages": [{"id", "messageId", "foreignId", "recipient",
+    /// "result": {"kind"}, "ts"}]}`, signed with `X-Herald-Signature`.
+    #[default]
+    Herald,
+    /// A PushPushGo CORE bucket's callback (seed `002`): `{"messages": [{"messageId",
+    /// "foreignId"?, "result": {"kind"}, "ts"}]}`, unsigned, with the bucket's headers.
+    PushPushGo { headers: Vec<(String, String)> },
+}
+
+impl BatchFormat {
+    /// As stored: `None` for Herald's, else JSON.
+    pub fn to_stored(&self) -> Option<String> {
+        match self {
+            BatchFormat::Herald => None,
+            other => serde_json::to_string(other).ok(),
+        }
+    }
+
+    /// From `to_stored`'s text; `None` if it is not one.
+    pub fn from_stored(text: Option<&str>) -> Option<BatchFormat> {
+        match text {
+            None | Some("") => Some(BatchFormat::Herald),
+            Some(text) => serde_json::from_str(text).ok(),
+        }
+    }
+}
+
 /// An app's webhook configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Webhook {
@@ -90,6 +121,8 @@ pub struct Webhook {
     pub max_delay_ms: u64,
     /// When it was last configured, µs since the epoch.
     pub updated_us: i64,
+    /// How its batches are written.
+    pub format: BatchFormat,
 }
 
 /// How delivery to an app's webhook is going.

@@ -2,8 +2,8 @@
 //! app has one VAPID key pair, made on first use and the same for every API process (a
 //! browser subscription is bound to the public key it was made with); each user may
 //! register a few Web Push subscriptions (RFC 8030 endpoint plus the RFC 8291 keys), one
-//! per endpoint; and a **push queue** holds the addressed messages waiting to go out by
-//! Web Push to a recipient with no live socket.
+//! per endpoint; and a **push queue** holds the messages waiting to go out by Web Push:
+//! addressed messages to a recipient with no live socket, and PushPushGo bucket messages.
 //!
 //! The queue is a lease, like the webhook outbox: `claim_pushes` hands due jobs to one
 //! sender and makes them invisible for the lease; the sender ends each job with
@@ -48,14 +48,16 @@ pub enum Added {
     Full,
 }
 
-/// An addressed message waiting to go out by Web Push.
+/// A message waiting to go out by Web Push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushJob {
     /// 32 hex characters, unique.
     pub id: String,
     pub app: AppId,
-    pub user: UserId,
-    /// The addressed message (`Messages`) it sends.
+    /// The recipient of an addressed message (`Messages`); `None` for a message of a
+    /// PushPushGo bucket (`Buckets`), which names its receiver itself.
+    pub user: Option<UserId>,
+    /// The message it sends.
     pub message_id: String,
     /// Attempts made before this one.
     pub attempts: u32,

@@ -12,6 +12,7 @@ mod messages;
 mod mozilla_api;
 mod native;
 mod openapi;
+mod ppg;
 mod recovery;
 mod rfc6455;
 mod scale_out;

@@ -5,6 +5,7 @@
 use super::Stores;
 
 pub(crate) mod broadcasts;
+pub(crate) mod buckets;
 pub(crate) mod channels;
 pub(crate) mod contexts;
 pub(crate) mod messages;
@@ -27,6 +28,7 @@ pub async fn run_all(stores: Stores) {
     broadcasts::run(&stores).await;
     contexts::run(&stores).await;
     webpush::run(&stores).await;
+    buckets::run(&stores).await;
     revocations::run(&stores).await;
     nodes::run(&stores).await;
     presence::run(&stores).await;

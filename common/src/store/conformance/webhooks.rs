@@ -6,8 +6,8 @@
 
 use crate::ids::{AppId, UserId};
 use crate::store::{
-    AddressedMessage, BatchOutcome, EventKind, MessageBody, MessageStatus, OutboxLimits, Stores,
-    Webhook, WebhookEvent,
+    AddressedMessage, BatchFormat, BatchOutcome, EventKind, MessageBody, MessageStatus,
+    OutboxLimits, Stores, Webhook, WebhookEvent,
 };
 
 const LIMITS: OutboxLimits = OutboxLimits {
@@ -25,6 +25,7 @@ fn webhook(app: &AppId, events: &[EventKind], max_batch: u32, max_delay_ms: u64)
         max_batch,
         max_delay_ms,
         updated_us: 1,
+        format: BatchFormat::Herald,
     }
 }
 
@@ -78,6 +79,17 @@ pub async fn run(s: &Stores) {
     let (got, state) = store.webhook(&app).await.unwrap().unwrap();
     assert_eq!(got, all);
     assert_eq!((state.pending, state.failures, state.dropped), (0, 0, 0));
+    // A PushPushGo bucket's callback keeps its format and headers.
+    let bucket_hook = AppId::parse("ppg.hooks").unwrap();
+    let ppg = Webhook {
+        format: BatchFormat::PushPushGo {
+            headers: vec![("x-secret".into(), "cat".into()), ("b".into(), "1".into())],
+        },
+        ..webhook(&bucket_hook, &EventKind::ALL, 1000, 60_000)
+    };
+    store.put_webhook(&ppg).await.unwrap();
+    assert_eq!(store.webhook(&bucket_hook).await.unwrap().unwrap().0, ppg);
+    assert!(store.delete_webhook(&bucket_hook).await.unwrap());
 
     // Kept only where a webhook wants the kind.
     let clicks_only = AppId::parse("hooks-clicks").unwrap();

@@ -120,7 +120,7 @@ async fn queue(s: &Stores) {
     let job = |id: &str| PushJob {
         id: id.into(),
         app: app.clone(),
-        user: user.clone(),
+        user: Some(user.clone()),
         message_id: format!("m-{id}"),
         attempts: 0,
     };
@@ -141,7 +141,21 @@ async fn queue(s: &Stores) {
     let claimed: HashSet<String> = first.iter().chain(&second).map(|j| j.id.clone()).collect();
     assert_eq!(claimed, ids.map(String::from).into_iter().collect());
     assert_eq!(first[0].message_id, format!("m-{}", first[0].id));
-    assert_eq!((first[0].attempts, &first[0].user), (0, &user));
+    assert_eq!(
+        (first[0].attempts, &first[0].user),
+        (0, &Some(user.clone()))
+    );
+    // A bucket message's job has no user.
+    let bucket_job = PushJob {
+        user: None,
+        ..job("ab-bucket")
+    };
+    w.enqueue_pushes(std::slice::from_ref(&bucket_job), 1_000)
+        .await
+        .unwrap();
+    let claimed = w.claim_pushes(1_000, 100, 10).await.unwrap();
+    assert_eq!(claimed, std::slice::from_ref(&bucket_job));
+    w.finish_push(&bucket_job.id).await.unwrap();
 
     // Finished jobs are gone; a retried one comes back later with the attempt counted;
     // an expired lease hands the job out again.

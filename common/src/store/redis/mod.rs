@@ -51,6 +51,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use super::{Ping, StoreError, StoreResult};
 
 mod broadcasts;
+mod buckets;
 mod channels;
 mod contexts;
 mod live;

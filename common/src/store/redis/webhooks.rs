@@ -24,8 +24,8 @@ use serde::Deserialize;
 use super::RedisStore;
 use crate::ids::{AppId, UserId};
 use crate::store::{
-    Batch, BatchOutcome, EventKind, OutboxLimits, StoreError, StoreResult, Webhook, WebhookEvent,
-    WebhookState, Webhooks,
+    Batch, BatchFormat, BatchOutcome, EventKind, OutboxLimits, StoreError, StoreResult, Webhook,
+    WebhookEvent, WebhookState, Webhooks,
 };
 
 /// Lua for the outbox, shared with the `Messages` scripts. Optional arguments are encoded
@@ -51,14 +51,15 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{OUTBOX_LIB}\n{body}"))
 }
 
-/// ARGV: P, app, url, secret, events, max_batch, max_delay_ms, updated_us.
+/// ARGV: P, app, url, secret, events, max_batch, max_delay_ms, updated_us, format ('' for
+/// Herald's).
 static PUT: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-local P, app, url, secret, events, max_batch, max_delay, updated = unpack(ARGV)
+local P, app, url, secret, events, max_batch, max_delay, updated, format = unpack(ARGV)
 local hook = P .. 'webhook:' .. app
 redis.call('HSET', hook, 'url', url, 'secret', secret, 'events', events, 'max_batch', max_batch,
-  'max_delay_ms', max_delay, 'updated_us', updated, 'next_attempt_us', 0)
+  'max_delay_ms', max_delay, 'updated_us', updated, 'next_attempt_us', 0, 'format', format)
 for _, f in ipairs({'lease_until_us', 'failures', 'dropped', 'seq'}) do
   redis.call('HSETNX', hook, f, 0)
 end
@@ -281,6 +282,11 @@ fn webhook_of(
         max_batch: u32::try_from(max_batch).map_err(|e| bad("max_batch", e))?,
         max_delay_ms: max_delay_ms.max(0).unsigned_abs(),
         updated_us,
+        format: {
+            let text = f.remove("format");
+            BatchFormat::from_stored(text.as_deref())
+                .ok_or_else(|| bad("format", text.unwrap_or_default()))?
+        },
     };
     let state = WebhookState {
         pending,
@@ -312,6 +318,7 @@ impl Webhooks for RedisStore {
             w.max_batch.to_string(),
             w.max_delay_ms.to_string(),
             w.updated_us.to_string(),
+            w.format.to_stored().unwrap_or_default(),
         ];
         self.script::<i64>(&PUT, &[], &args).await.map(drop)
     }

@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | `vapid:<app>` | string | `<private> <public>` (base64url) |
 //! | `webpush:<app>:<user>` | hash | subscription id → JSON `{endpoint, p256dh, auth, created_us}` (the time as a string) |
-//! | `push:<id>` | hash | `app`, `user`, `message_id`, `attempts` |
+//! | `push:<id>` | hash | `app`, `user` (empty for a bucket message), `message_id`, `attempts` |
 //! | `push_due:<0-f>` | zset | job ids by next claimable time, µs |
 
 use std::sync::LazyLock;
@@ -251,7 +251,7 @@ impl WebPush for RedisStore {
                 .arg("app")
                 .arg(j.app.as_str())
                 .arg("user")
-                .arg(j.user.as_str())
+                .arg(j.user.as_ref().map_or("", UserId::as_str))
                 .arg("message_id")
                 .arg(&j.message_id)
                 .arg("attempts")
@@ -287,7 +287,11 @@ impl WebPush for RedisStore {
                 Ok(PushJob {
                     id,
                     app: AppId::parse(app).map_err(|e| bad("job app", e))?,
-                    user: UserId::parse(user).map_err(|e| bad("job user", e))?,
+                    user: if user.is_empty() {
+                        None
+                    } else {
+                        Some(UserId::parse(user).map_err(|e| bad("job user", e))?)
+                    },
                     message_id,
                     attempts,
                 })

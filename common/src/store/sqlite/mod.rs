@@ -32,6 +32,7 @@ use super::{Ping, StoreError, StoreResult};
 use crate::config::{StoreConfig, ms};
 
 mod broadcasts;
+mod buckets;
 mod channels;
 mod contexts;
 mod live;
@@ -283,14 +284,20 @@ fn apply_schema(conn: &Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Version 2 → 3: messages say which channel delivered them (`SCHEMA` adds the Web Push
-/// tables).
+/// Version 2 → 3: messages say which channel delivered them, webhooks how their batches
+/// are written (`SCHEMA` adds the Web Push and PushPushGo tables).
 fn migrate_2_to_3(conn: &Connection) -> anyhow::Result<()> {
     let has_via = conn
         .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'delivered_via'")?
         .exists([])?;
     if !has_via {
         conn.execute_batch("ALTER TABLE messages ADD COLUMN delivered_via TEXT;")?;
+    }
+    let has_format = conn
+        .prepare("SELECT 1 FROM pragma_table_info('webhooks') WHERE name = 'format'")?
+        .exists([])?;
+    if !has_format {
+        conn.execute_batch("ALTER TABLE webhooks ADD COLUMN format TEXT;")?;
     }
     Ok(())
 }
@@ -760,6 +767,7 @@ mod tests {
             .unwrap()
             .execute_batch(
                 "ALTER TABLE messages DROP COLUMN delivered_via;
+                 ALTER TABLE webhooks DROP COLUMN format;
                  DROP TABLE webpush_jobs;
                  UPDATE schema_meta SET value = '2' WHERE key = 'schema_version';",
             )

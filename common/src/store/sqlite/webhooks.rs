@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::{SqliteStore, limit_value, to_u64};
 use crate::ids::{AppId, UserId, new_message_id};
 use crate::store::{
-    AddressedMessage, Batch, BatchOutcome, EventKind, OutboxLimits, StoreResult, Webhook,
-    WebhookEvent, WebhookState, Webhooks,
+    AddressedMessage, Batch, BatchFormat, BatchOutcome, EventKind, OutboxLimits, StoreResult,
+    Webhook, WebhookEvent, WebhookState, Webhooks,
 };
 
 /// `',sent,delivered,'`: the stored form of a kind list.
@@ -76,7 +76,8 @@ pub(super) fn message_event(
     .map(|_| ())
 }
 
-const WEBHOOK_COLUMNS: &str = "app, url, secret, events, max_batch, max_delay_ms, updated_us";
+const WEBHOOK_COLUMNS: &str =
+    "app, url, secret, events, max_batch, max_delay_ms, updated_us, format";
 
 fn webhook_from_row(row: &Row<'_>) -> rusqlite::Result<Webhook> {
     let events: String = row.get(3)?;
@@ -92,6 +93,11 @@ fn webhook_from_row(row: &Row<'_>) -> rusqlite::Result<Webhook> {
         max_batch: u32::try_from(row.get::<_, i64>(4)?).map_err(|e| conversion(4, e))?,
         max_delay_ms: to_u64(row.get(5)?),
         updated_us: row.get(6)?,
+        format: {
+            let text: Option<String> = row.get(7)?;
+            BatchFormat::from_stored(text.as_deref())
+                .ok_or_else(|| conversion(7, text.unwrap_or_default()))?
+        },
     })
 }
 
@@ -278,10 +284,12 @@ impl Webhooks for SqliteStore {
         let w = webhook.clone();
         self.write(move |c| {
             c.prepare_cached(
-                "INSERT INTO webhooks (app, url, secret, events, max_batch, max_delay_ms, updated_us)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO webhooks
+                   (app, url, secret, events, max_batch, max_delay_ms, updated_us, format)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (app) DO UPDATE SET url = ?2, secret = ?3, events = ?4,
-                   max_batch = ?5, max_delay_ms = ?6, updated_us = ?7, next_attempt_us = 0",
+                   max_batch = ?5, max_delay_ms = ?6, updated_us = ?7, format = ?8,
+                   next_attempt_us = 0",
             )?
             .execute(params![
                 w.app.as_str(),
@@ -291,6 +299,7 @@ impl Webhooks for SqliteStore {
                 i64::from(w.max_batch),
                 w.max_delay_ms as i64,
                 w.updated_us,
+                w.format.to_stored(),
             ])
             .map(|_| ())
         })
@@ -310,13 +319,13 @@ impl Webhooks for SqliteStore {
                 Ok((
                     webhook_from_row(r)?,
                     WebhookState {
-                        failures: u32::try_from(r.get::<_, i64>(7)?).unwrap_or(u32::MAX),
-                        last_error: r.get(8)?,
-                        last_attempt_us: r.get(9)?,
-                        last_success_us: r.get(10)?,
-                        next_attempt_us: r.get(11)?,
-                        dropped: to_u64(r.get(12)?),
-                        pending: to_u64(r.get(13)?),
+                        failures: u32::try_from(r.get::<_, i64>(8)?).unwrap_or(u32::MAX),
+                        last_error: r.get(9)?,
+                        last_attempt_us: r.get(10)?,
+                        last_success_us: r.get(11)?,
+                        next_attempt_us: r.get(12)?,
+                        dropped: to_u64(r.get(13)?),
+                        pending: to_u64(r.get(14)?),
                     },
                 ))
             })

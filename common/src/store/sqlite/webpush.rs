@@ -33,7 +33,10 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<PushJob> {
     Ok(PushJob {
         id: row.get(0)?,
         app: AppId::parse(row.get::<_, String>(1)?).map_err(|e| conversion(1, e))?,
-        user: UserId::parse(row.get::<_, String>(2)?).map_err(|e| conversion(2, e))?,
+        user: row
+            .get::<_, Option<String>>(2)?
+            .map(|u| UserId::parse(u).map_err(|e| conversion(2, e)))
+            .transpose()?,
         message_id: row.get(3)?,
         attempts: u32::try_from(row.get::<_, i64>(4)?).unwrap_or(u32::MAX),
     })
@@ -161,7 +164,7 @@ impl WebPush for SqliteStore {
                 stmt.execute(params![
                     j.id,
                     j.app.as_str(),
-                    j.user.as_str(),
+                    j.user.as_ref().map(UserId::as_str),
                     j.message_id,
                     j.attempts,
                     due_us
