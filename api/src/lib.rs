@@ -102,6 +102,8 @@ pub async fn services(
         webpush_delay_us: i64::try_from(config.webpush.delay_ms.saturating_mul(1000))
             .unwrap_or(i64::MAX),
         bucket_callback_delay_ms: config.webpush.bucket_callback_delay_ms,
+        bucket_lifetime_us: i64::try_from(config.webpush.bucket_lifetime_ms.saturating_mul(1000))
+            .unwrap_or(i64::MAX),
     };
     let services = Services {
         stores,

@@ -344,6 +344,9 @@ pub struct WebPushConfig {
     /// Longest a PushPushGo bucket's event waits for a fuller callback batch (the
     /// original's 60 s; batches hold at most 1000 events).
     pub bucket_callback_delay_ms: u64,
+    /// How long a PushPushGo bucket can be used after it is created (the original's 24
+    /// hours; at most 7 days).
+    pub bucket_lifetime_ms: u64,
 }
 
 impl Default for WebPushConfig {
@@ -360,6 +363,7 @@ impl Default for WebPushConfig {
             backoff_max_ms: 300_000,
             ttl_seconds: 24 * 3600,
             bucket_callback_delay_ms: 60_000,
+            bucket_lifetime_ms: 24 * 3_600_000,
         }
     }
 }
@@ -571,6 +575,13 @@ impl Config {
                 "webpush.subject ({subject:?}) must be a mailto: or https: URL (RFC 8292 §2.1)"
             ));
         }
+        check_range(
+            "webpush.bucket_lifetime_ms",
+            usize::try_from(self.webpush.bucket_lifetime_ms).unwrap_or(usize::MAX),
+            1,
+            7 * 24 * 3_600_000,
+            problems,
+        );
         check_range(
             "api.max_body_bytes",
             self.api.max_body_bytes,

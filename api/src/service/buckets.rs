@@ -11,7 +11,6 @@
 use common::clock::{now_us, parse_rfc3339};
 use common::ids::{AppId, new_message_id, new_uuid};
 use common::message::JsonText;
-use common::store::buckets::BUCKET_LIFETIME_US;
 use common::store::{
     BatchFormat, Bucket, BucketContext, BucketMessage, Callback, ContextKind, Credential,
     EventKind, PushJob, Webhook, WebhookEvent,
@@ -212,7 +211,7 @@ fn check_fields(
 
 impl Services {
     /// Creates a bucket of `app` with `providers` (each `vapid`, in order) and
-    /// `callback`, usable for 24 hours.
+    /// `callback`, usable for `webpush.bucket_lifetime_ms` (24 hours).
     ///
     /// # Errors
     /// 400 naming the field: an unsupported provider (`providerCredentials[i].type`,
@@ -306,7 +305,7 @@ impl Services {
             credentials,
             callback,
             created_us: now,
-            expires_us: now.saturating_add(BUCKET_LIFETIME_US),
+            expires_us: now.saturating_add(self.settings.bucket_lifetime_us),
         };
         // The callback first: a bucket never exists without it. Its events go through
         // the webhook outbox, batched as the seed says (1000 events or 60 s).
@@ -337,7 +336,7 @@ impl Services {
             Some(bucket) if bucket.expires_us > now_us() => Ok(bucket),
             Some(_) => Err(ServiceError::not_found(
                 "bucket",
-                "The bucket has expired (a bucket can be used for 24 hours).",
+                "The bucket has expired (a bucket can be used for 24 hours after it is created).",
             )),
             None => Err(ServiceError::not_found("bucket", "No such bucket.")),
         }

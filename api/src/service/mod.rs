@@ -111,6 +111,8 @@ pub struct Settings {
     pub webpush_delay_us: i64,
     /// Longest a PushPushGo bucket's event waits for a fuller callback batch (ms).
     pub bucket_callback_delay_ms: u64,
+    /// How long a PushPushGo bucket can be used after it is created (µs).
+    pub bucket_lifetime_us: i64,
 }
 
 impl Services {

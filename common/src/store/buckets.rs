@@ -16,7 +16,8 @@ use super::StoreResult;
 use crate::ids::AppId;
 use crate::message::JsonText;
 
-/// How long a bucket can be used after it was created (the original's 24 hours), µs.
+/// How long a bucket can be used after it was created by default (the original's 24
+/// hours; `webpush.bucket_lifetime_ms`), µs.
 pub const BUCKET_LIFETIME_US: i64 = 24 * 3600 * 1_000_000;
 
 /// One provider credential of a bucket: a VAPID key pair (the only provider Herald sends

@@ -528,6 +528,7 @@ async fn every_answer_matches_the_openapi_document() {
     mozilla(&mut c).await;
     thunderpush(&mut c).await;
     vpush(&mut c).await;
+    core(&mut c).await;
     rate_limits(&mut c).await;
     unmatched(&mut c).await;
 
@@ -1453,6 +1454,125 @@ async fn thunderpush(c: &mut Checker) {
 }
 
 /// The VPush API: contexts, signing (both spellings), the archive.
+/// PushPushGo CORE's `/v1`: every operation once with success, and its refusals.
+async fn core(c: &mut Checker) {
+    let token = |call: Call, secret: &str| call.header("authorization", &format!("token={secret}"));
+    c.check(get("/v1").expect(200)).await;
+    let key = api::webpush::VapidKey::generate();
+    let vapid = json!({"type": "vapid", "payload": {"publicKey": key.public_key(), "privateKey": key.private_key()}});
+    let bucket = c
+        .check(
+            token(post("/v1/bucket"), ADMIN)
+                .json(json!({"providerCredentials": [vapid],
+                             "callbackConfig": {"type": "http", "payload": {"url": "http://127.0.0.1:9/hook"}}}))
+                .expect(200),
+        )
+        .await;
+    let bucket_id = bucket["bucketId"].as_str().unwrap().to_owned();
+    let credential = bucket["credentials"][0]["id"].as_str().unwrap().to_owned();
+    c.check(
+        post("/v1/bucket")
+            .header("x-token", ADMIN)
+            .json(json!({"providerCredentials": [{"type": "hms", "payload": {}}], "callbackConfig": {"type": "none"}}))
+            .expect(400),
+    )
+    .await;
+    c.check(post("/v1/bucket").json(json!({})).expect(401))
+        .await;
+    c.check(
+        token(post("/v1/bucket"), READER)
+            .json(json!({}))
+            .expect(403),
+    )
+    .await;
+    c.check(
+        token(post("/v1/bucket"), ADMIN)
+            .json(oversized())
+            .expect(413),
+    )
+    .await;
+    let mut context = String::new();
+    for kind in ["data", "silent", "raw"] {
+        let path = format!("/v1/bucket/{bucket_id}/context/{kind}");
+        let made = c
+            .check(
+                token(post(&path), ADMIN)
+                    .json(json!({"title": "t"}))
+                    .expect(200),
+            )
+            .await;
+        if kind == "data" {
+            context = made["contextId"].as_str().unwrap().to_owned();
+        }
+        let wrong = if kind == "raw" {
+            json!({"common": 5})
+        } else {
+            json!({"ttl": "soon"})
+        };
+        c.check(token(post(&path), ADMIN).json(wrong).expect(400))
+            .await;
+        c.check(
+            token(
+                post(format!(
+                    "/v1/bucket/00000000-0000-4000-8000-000000000000/context/{kind}"
+                )),
+                ADMIN,
+            )
+            .json(json!({}))
+            .expect(404),
+        )
+        .await;
+    }
+    // Nothing listens on port 9: the pushes are retried in the background, harmlessly.
+    let receiver = json!({"credentialId": credential, "foreignId": "f1", "endpoint": "http://127.0.0.1:9/push",
+                          "p256dh": api::webpush::VapidKey::generate().public_key(), "auth": "AAECAwQFBgcICQoLDA0ODw"});
+    let send = format!("/v1/bucket/{bucket_id}/context/{context}/send");
+    let sent = c
+        .check(
+            token(post(&send), ADMIN)
+                .json(json!({"receivers": [receiver, {"foreignId": "no credential"}]}))
+                .expect(200),
+        )
+        .await;
+    let message = sent["results"][0]["messageId"].as_str().unwrap().to_owned();
+    c.check(
+        token(post(&send), ADMIN)
+            .json(json!({"receivers": []}))
+            .expect(400),
+    )
+    .await;
+    for suffix in ["", "/silent", "/raw"] {
+        let path = format!("/v1/bucket/{bucket_id}/send{suffix}");
+        c.check(
+            token(post(&path), ADMIN)
+                .json(json!({"receiver": receiver, "metadata": {}}))
+                .expect(200),
+        )
+        .await;
+        c.check(
+            token(post(&path), ADMIN)
+                .json(json!({"metadata": {}}))
+                .expect(400),
+        )
+        .await;
+    }
+    for kind in ["delivered", "clicked", "closed"] {
+        let path = format!("/v1/context/{context}/events/{kind}");
+        c.check(post(&path).json(json!({"messageId": message})).expect(201))
+            .await;
+        c.check(
+            post(format!(
+                "/v1/context/00000000-0000-4000-8000-000000000000/events/{kind}"
+            ))
+            .json(json!({}))
+            .expect(404),
+        )
+        .await;
+        c.check(post(&path).json(json!({"messageId": 5})).expect(400))
+            .await;
+    }
+}
+
 async fn vpush(c: &mut Checker) {
     let contexts = "/push/api/v1/contexts";
     let plain = |call: Call, secret: &str| call.header("authorization", secret);

@@ -525,3 +525,32 @@ async fn the_sdk_flow_sends_to_a_thousand_receivers_and_reports_events_to_the_ca
     assert_eq!(status, 400, "{answer}");
     refused(&answer, "receiver.endpoint");
 }
+
+#[tokio::test]
+async fn a_bucket_past_its_lifetime_answers_404() {
+    let cluster = Cluster::start(Options {
+        env: &[("WEBPUSH__BUCKET_LIFETIME_MS", "300")],
+        ..Options::default()
+    })
+    .await;
+    let core = Core::new(&cluster);
+    let (status, bucket) = core
+        .post(
+            "bucket",
+            &json!({"providerCredentials": [vapid()], "callbackConfig": {"type": "none"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{bucket}");
+    let id = bucket["bucketId"].as_str().unwrap().to_owned();
+    let answer = eventually("the bucket to expire", DEADLINE, || async {
+        let (status, answer) = core
+            .post(&format!("bucket/{id}/context/data"), &json!({"title": "t"}))
+            .await;
+        (status == 404).then_some(answer)
+    })
+    .await;
+    assert!(
+        answer["message"].as_str().unwrap().contains("expired"),
+        "{answer}"
+    );
+}
