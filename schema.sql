@@ -256,20 +256,26 @@ CREATE INDEX IF NOT EXISTS webpush_jobs_by_next ON webpush_jobs (next_us);
 -- PushPushGo CORE buckets, their contexts and the messages of their sends (SPEC §5; the
 -- /v1 surface), each kept as the JSON of its record (common::store::buckets), written once.
 CREATE TABLE IF NOT EXISTS ppg_buckets (
-    id     TEXT PRIMARY KEY,
-    app    TEXT NOT NULL,
-    record TEXT NOT NULL
+    id         TEXT PRIMARY KEY,
+    app        TEXT NOT NULL,
+    expires_us INTEGER NOT NULL,
+    record     TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ppg_buckets_by_expiry ON ppg_buckets (expires_us);
 CREATE TABLE IF NOT EXISTS ppg_contexts (
     id     TEXT PRIMARY KEY,
     app    TEXT NOT NULL,
+    bucket TEXT NOT NULL,
     record TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ppg_contexts_by_bucket ON ppg_contexts (bucket);
 CREATE TABLE IF NOT EXISTS ppg_messages (
     id     TEXT PRIMARY KEY,
     app    TEXT NOT NULL,
+    bucket TEXT NOT NULL,
     record TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ppg_messages_by_bucket ON ppg_messages (bucket);
 
 -- The edge registry and presence live in the second, non-durable database file
 -- (store.sqlite_live_path), schema common/src/store/sqlite/live.sql.

@@ -4,8 +4,9 @@
 //! heartbeat is fresh, records the result in the store — `failures_before_down`
 //! consecutive failures mark the edge down, so `GET /nodes/` stops offering it, and one
 //! good check brings it back — deletes rows (and presence) of edges silent for
-//! `prune_after_ms`, deletes expired channel history and idempotency keys, and moves
-//! addressed messages past their expiry from `PENDING` to `EXPIRED`.
+//! `prune_after_ms`, deletes expired channel history and idempotency keys, moves
+//! addressed messages past their expiry from `PENDING` to `EXPIRED`, and removes
+//! PushPushGo buckets a week past their lifetime (with their callbacks).
 //! It serves the last round as `/status` (JSON), `/` (a small HTML page), `/health` and
 //! `/metrics`.
 
@@ -19,6 +20,7 @@ use common::clock::{now_us, us_to_secs};
 use common::config::{Config, MonitorConfig, ms};
 use common::http::ServeOptions;
 use common::metrics::Metrics;
+use common::store::buckets::{BUCKET_RETENTION_US, callback_app};
 use common::store::{NodeRecord, Queues, Stores};
 use common::token::{mozilla_token_id, new_mozilla_token, new_queue_id};
 use futures_util::future::join_all;
@@ -201,6 +203,8 @@ async fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     tokio::fs::rename(&partial, path).await
 }
 
+/// PushPushGo buckets pruned per round at most.
+const PRUNE_BUCKETS: usize = 100;
 /// Addressed messages expired per store call, and calls per round at most.
 const EXPIRY_BATCH: usize = 1_000;
 const EXPIRY_BATCHES: usize = 10;
@@ -239,6 +243,29 @@ async fn round(state: &MonitorState) {
                 break;
             }
         }
+    }
+    // PushPushGo buckets a week past their lifetime go, with their callback's webhook.
+    let retired = now.saturating_sub(BUCKET_RETENTION_US);
+    match state
+        .store
+        .buckets
+        .prune_buckets(retired, PRUNE_BUCKETS)
+        .await
+    {
+        Ok(ids) => {
+            for id in &ids {
+                let Some(app) = callback_app(id) else {
+                    continue;
+                };
+                if let Err(e) = state.store.webhooks.delete_webhook(&app).await {
+                    tracing::warn!(error = %e, bucket = %id, "cannot remove a pruned bucket's callback");
+                }
+            }
+            if !ids.is_empty() {
+                tracing::debug!(pruned = ids.len(), "pruned PushPushGo buckets");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot prune PushPushGo buckets"),
     }
     let nodes = match state.store.nodes.nodes().await {
         Ok(nodes) => nodes,

@@ -407,10 +407,10 @@ pub struct ReceiverInput {
 }
 
 /// The app id under which a bucket's callback is a webhook with its own outbox
-/// (`ppg.<bucket>`; configured app ids may not start with `ppg.`).
+/// (`common::store::buckets::callback_app`).
 pub fn callback_app(bucket: &str) -> ServiceResult<AppId> {
-    AppId::parse(format!("ppg.{bucket}"))
-        .map_err(|e| ServiceError::Internal(format!("bucket callback id: {e}")))
+    common::store::buckets::callback_app(bucket)
+        .ok_or_else(|| ServiceError::Internal(format!("bucket id {bucket:?}")))
 }
 
 /// When a message of `context` created at `now` expires: its `expiresAt`, else `now` +

@@ -138,4 +138,19 @@ pub trait Buckets: Send + Sync + 'static {
     async fn create_bucket_messages(&self, messages: &[BucketMessage]) -> StoreResult<()>;
     /// Message `id`, whatever its app.
     async fn bucket_message(&self, id: &str) -> StoreResult<Option<BucketMessage>>;
+    /// Removes up to `limit` buckets that stopped being usable before `before_us`; the ids
+    /// removed. Their contexts and messages go with them, or soon after (a backend may let
+    /// them expire by themselves).
+    async fn prune_buckets(&self, before_us: i64, limit: usize) -> StoreResult<Vec<String>>;
+}
+
+/// How long a bucket's records are kept after its lifetime, µs: the notifications it sent
+/// still report their clicks meanwhile.
+pub const BUCKET_RETENTION_US: i64 = 7 * 24 * 3600 * 1_000_000;
+
+/// The app id under which bucket `bucket`'s callback is a webhook with its own outbox
+/// (`ppg.<bucket>`; configured app ids may not start with `ppg.`). `None` for an id that
+/// cannot be one.
+pub fn callback_app(bucket: &str) -> Option<AppId> {
+    AppId::parse(format!("ppg.{bucket}")).ok()
 }

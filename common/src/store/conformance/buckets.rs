@@ -93,4 +93,23 @@ pub async fn run(s: &Stores) {
             Some(message(n))
         );
     }
+
+    // Pruning takes buckets past their lifetime, up to the limit.
+    let end = bucket.expires_us;
+    assert!(
+        b.prune_buckets(end, 10).await.unwrap().is_empty(),
+        "not before its end"
+    );
+    let mut pruned = b.prune_buckets(end + 1, 1).await.unwrap();
+    pruned.extend(b.prune_buckets(end + 1, 10).await.unwrap());
+    pruned.sort();
+    assert_eq!(
+        pruned,
+        [
+            "5f0c0000-0000-4000-8000-000000000001",
+            "5f0c0000-0000-4000-8000-000000000002"
+        ]
+    );
+    assert_eq!(b.bucket(&app, &bucket.id).await.unwrap(), None);
+    assert!(b.prune_buckets(end + 1, 10).await.unwrap().is_empty());
 }

@@ -7,6 +7,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `ppg_bucket:<id>` | string | the bucket's JSON (`common::store::Bucket`) |
+//! | `ppg_expiring` | zset | bucket ids by the end of their lifetime (what `prune_buckets` visits; one entry per bucket, written at its creation) |
 //! | `ppg_context:<id>` | string | the context's JSON (`common::store::BucketContext`) |
 //! | `ppg_message:<id>` | string | a sent message's JSON (`common::store::BucketMessage`), kept a week past its expiry |
 
@@ -63,7 +64,46 @@ impl RedisStore {
 impl Buckets for RedisStore {
     async fn create_bucket(&self, bucket: &Bucket) -> StoreResult<()> {
         let key = self.key(format_args!("ppg_bucket:{}", bucket.id));
-        self.put_once(key, bucket, bucket.expires_us).await
+        self.put_once(key, bucket, bucket.expires_us).await?;
+        self.query::<()>(
+            redis::cmd("ZADD")
+                .arg(self.key(format_args!("ppg_expiring")))
+                .arg(bucket.expires_us)
+                .arg(&bucket.id),
+        )
+        .await
+    }
+
+    async fn prune_buckets(&self, before_us: i64, limit: usize) -> StoreResult<Vec<String>> {
+        let expiring = self.key(format_args!("ppg_expiring"));
+        let ids: Vec<String> = self
+            .query(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(&expiring)
+                    .arg("-inf")
+                    .arg(format!("({before_us}"))
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit),
+            )
+            .await?;
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        // Contexts and messages expire by their own TTLs.
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for id in &ids {
+            pipe.cmd("DEL")
+                .arg(self.key(format_args!("ppg_bucket:{id}")))
+                .ignore()
+                .cmd("ZREM")
+                .arg(&expiring)
+                .arg(id)
+                .ignore();
+        }
+        self.pipe::<()>(&pipe).await?;
+        Ok(ids)
     }
 
     async fn bucket(&self, app: &AppId, id: &str) -> StoreResult<Option<Bucket>> {

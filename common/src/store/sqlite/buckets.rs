@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::SqliteStore;
+use super::{SqliteStore, limit_value};
 use crate::ids::AppId;
 use crate::store::buckets::{Bucket, BucketContext, BucketMessage, Buckets};
 use crate::store::{StoreError, StoreResult};
@@ -28,9 +28,12 @@ fn from_json<T: DeserializeOwned>(text: Option<String>) -> rusqlite::Result<Opti
 impl Buckets for SqliteStore {
     async fn create_bucket(&self, bucket: &Bucket) -> StoreResult<()> {
         let (id, app, record) = (bucket.id.clone(), bucket.app.clone(), to_json(bucket)?);
+        let expires_us = bucket.expires_us;
         self.write(move |c| {
-            c.prepare_cached("INSERT INTO ppg_buckets (id, app, record) VALUES (?, ?, ?)")?
-                .execute(params![id, app.as_str(), record])?;
+            c.prepare_cached(
+                "INSERT INTO ppg_buckets (id, app, expires_us, record) VALUES (?, ?, ?, ?)",
+            )?
+            .execute(params![id, app.as_str(), expires_us, record])?;
             Ok(())
         })
         .await
@@ -50,9 +53,12 @@ impl Buckets for SqliteStore {
 
     async fn create_bucket_context(&self, context: &BucketContext) -> StoreResult<()> {
         let (id, app, record) = (context.id.clone(), context.app.clone(), to_json(context)?);
+        let bucket = context.bucket.clone();
         self.write(move |c| {
-            c.prepare_cached("INSERT INTO ppg_contexts (id, app, record) VALUES (?, ?, ?)")?
-                .execute(params![id, app.as_str(), record])?;
+            c.prepare_cached(
+                "INSERT INTO ppg_contexts (id, app, bucket, record) VALUES (?, ?, ?, ?)",
+            )?
+            .execute(params![id, app.as_str(), bucket, record])?;
             Ok(())
         })
         .await
@@ -73,15 +79,37 @@ impl Buckets for SqliteStore {
     async fn create_bucket_messages(&self, messages: &[BucketMessage]) -> StoreResult<()> {
         let rows = messages
             .iter()
-            .map(|m| Ok((m.id.clone(), m.app.clone(), to_json(m)?)))
+            .map(|m| Ok((m.id.clone(), m.app.clone(), m.bucket.clone(), to_json(m)?)))
             .collect::<StoreResult<Vec<_>>>()?;
         self.write(move |c| {
-            let mut stmt =
-                c.prepare_cached("INSERT INTO ppg_messages (id, app, record) VALUES (?, ?, ?)")?;
-            for (id, app, record) in &rows {
-                stmt.execute(params![id, app.as_str(), record])?;
+            let mut stmt = c.prepare_cached(
+                "INSERT INTO ppg_messages (id, app, bucket, record) VALUES (?, ?, ?, ?)",
+            )?;
+            for (id, app, bucket, record) in &rows {
+                stmt.execute(params![id, app.as_str(), bucket, record])?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn prune_buckets(&self, before_us: i64, limit: usize) -> StoreResult<Vec<String>> {
+        self.write(move |c| {
+            let ids = c
+                .prepare_cached(
+                    "DELETE FROM ppg_buckets WHERE id IN
+                       (SELECT id FROM ppg_buckets WHERE expires_us < ? LIMIT ?)
+                     RETURNING id",
+                )?
+                .query_map(params![before_us, limit_value(limit)], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            for id in &ids {
+                c.prepare_cached("DELETE FROM ppg_contexts WHERE bucket = ?")?
+                    .execute([id])?;
+                c.prepare_cached("DELETE FROM ppg_messages WHERE bucket = ?")?
+                    .execute([id])?;
+            }
+            Ok(ids)
         })
         .await
     }
