@@ -543,31 +543,19 @@ impl Config {
             ));
         }
         let w = &self.webhooks;
-        if w.lease_ms <= w.timeout_ms {
-            problems.push(format!(
-                "webhooks.lease_ms ({}) must be greater than webhooks.timeout_ms ({})",
-                w.lease_ms, w.timeout_ms
-            ));
-        }
-        if w.backoff_max_ms < w.backoff_min_ms {
-            problems.push(format!(
-                "webhooks.backoff_max_ms ({}) must be at least webhooks.backoff_min_ms ({})",
-                w.backoff_max_ms, w.backoff_min_ms
-            ));
-        }
+        check_retries(
+            "webhooks",
+            (w.lease_ms, w.timeout_ms),
+            (w.backoff_min_ms, w.backoff_max_ms),
+            problems,
+        );
         let p = &self.webpush;
-        if p.lease_ms <= p.timeout_ms {
-            problems.push(format!(
-                "webpush.lease_ms ({}) must be greater than webpush.timeout_ms ({})",
-                p.lease_ms, p.timeout_ms
-            ));
-        }
-        if p.backoff_max_ms < p.backoff_min_ms {
-            problems.push(format!(
-                "webpush.backoff_max_ms ({}) must be at least webpush.backoff_min_ms ({})",
-                p.backoff_max_ms, p.backoff_min_ms
-            ));
-        }
+        check_retries(
+            "webpush",
+            (p.lease_ms, p.timeout_ms),
+            (p.backoff_min_ms, p.backoff_max_ms),
+            problems,
+        );
         if let Some(subject) = &p.subject
             && !(subject.starts_with("mailto:") || subject.starts_with("https://"))
         {
@@ -701,6 +689,26 @@ fn check_url(name: &str, url: &str, schemes: &[&str], problems: &mut Vec<String>
     }
 }
 
+/// The rules of a `section` that sends with leases and retries: the lease outlasts an
+/// attempt (`lease_ms > timeout_ms`) and the backoff's cap is not below its start.
+fn check_retries(
+    section: &str,
+    (lease_ms, timeout_ms): (u64, u64),
+    (backoff_min_ms, backoff_max_ms): (u64, u64),
+    problems: &mut Vec<String>,
+) {
+    if lease_ms <= timeout_ms {
+        problems.push(format!(
+            "{section}.lease_ms ({lease_ms}) must be greater than {section}.timeout_ms ({timeout_ms})"
+        ));
+    }
+    if backoff_max_ms < backoff_min_ms {
+        problems.push(format!(
+            "{section}.backoff_max_ms ({backoff_max_ms}) must be at least {section}.backoff_min_ms ({backoff_min_ms})"
+        ));
+    }
+}
+
 fn check_range(name: &str, value: usize, min: usize, max: usize, problems: &mut Vec<String>) {
     if !(min..=max).contains(&value) {
         problems.push(format!("{name} must be between {min} and {max}"));
@@ -770,10 +778,18 @@ mod tests {
         config.websockets.outbound_queue_frames = 0;
         config.websockets.max_message_bytes = 10;
         config.websockets.reorder_window_ms = 60_000;
+        config.webpush.lease_ms = config.webpush.timeout_ms;
+        config.webpush.backoff_max_ms = 1;
+        config.webpush.subject = Some("ops@example.com".into());
+        config.webpush.bucket_lifetime_ms = 8 * 24 * 3_600_000;
         let mut app = dev_app();
         app.keys[0].secret = "short".into();
         app.keys[0].scopes = vec!["nocolon".into()];
-        config.apps = vec![app.clone(), app];
+        let mut reserved = dev_app();
+        reserved.id = "ppg.x".into();
+        reserved.key = "other-key".into();
+        reserved.keys.clear();
+        config.apps = vec![app.clone(), app, reserved];
         let problems = config.validate().unwrap_err().problems;
         let text = problems.join("\n");
         for needle in [
@@ -787,6 +803,11 @@ mod tests {
             "nocolon",
             "apps[1].id `dev` is used twice",
             "secret is used by another key",
+            "webpush.lease_ms (10000) must be greater than webpush.timeout_ms (10000)",
+            "webpush.backoff_max_ms (1) must be at least webpush.backoff_min_ms",
+            "webpush.subject",
+            "webpush.bucket_lifetime_ms must be between",
+            "apps[2].id `ppg.x`: ids starting with `ppg.` are reserved",
         ] {
             assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
         }
