@@ -18,8 +18,9 @@
 //!
 //! A job may also be a message of a PushPushGo bucket's send (`service::buckets`): pushed
 //! to its one receiver with the bucket's VAPID credential and the payload CORE's service
-//! worker reads; 201 reports `sent` to the bucket's callback; a receiver gone (404/410) or
-//! refusing is not tried again; 429/5xx are retried as above. The payload is the native
+//! worker reads; 201 reports `sent` to the bucket's callback, a receiver gone (404/410)
+//! `unregistered`, and neither is tried again, nor one refusing; 429/5xx are retried as
+//! above. The payload is the native
 //! WebSocket frame of the message (`{"type": "message", "id", "data", "createdAt",
 //! "topic"?, "expiresAt"?}`); one too large for a push (`webpush::MAX_PLAINTEXT`) goes as
 //! that frame without `data`, with `"truncated": true`.
@@ -415,21 +416,30 @@ impl Sender {
             auth: &message.auth,
         };
         let ttl = self.ttl(Some(message.expires_us), now);
+        let report = |kind: EventKind| -> Result<WebhookEvent, ServiceError> {
+            Ok(WebhookEvent {
+                id: new_message_id(),
+                app: crate::service::buckets::callback_app(&bucket.id)?,
+                kind,
+                message_id: Some(message.id.clone()),
+                foreign_id: message.foreign_id.clone(),
+                recipient: None,
+                at_us: now_us(),
+            })
+        };
         match self.push(&key, target, &body, ttl).await {
             Outcome::Sent => {
-                let event = WebhookEvent {
-                    id: new_message_id(),
-                    app: crate::service::buckets::callback_app(&bucket.id)?,
-                    kind: EventKind::Sent,
-                    message_id: Some(message.id.clone()),
-                    foreign_id: message.foreign_id.clone(),
-                    recipient: None,
-                    at_us: now_us(),
-                };
-                stores.webhooks.record_events(&[event]).await?;
+                stores
+                    .webhooks
+                    .record_events(&[report(EventKind::Sent)?])
+                    .await?;
                 Ok(JobEnd::Delivered)
             }
-            Outcome::Gone => Ok(JobEnd::Unsubscribed),
+            Outcome::Gone => {
+                let event = report(EventKind::Unregistered)?;
+                stores.webhooks.record_events(&[event]).await?;
+                Ok(JobEnd::Unsubscribed)
+            }
             Outcome::Retry { after, .. } => Ok(self.retry_or_abandon(job, Some(after))),
             Outcome::Failed { .. } => Ok(JobEnd::Abandoned),
         }

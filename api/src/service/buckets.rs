@@ -387,12 +387,13 @@ impl Services {
 pub const MAX_RECEIVERS: usize = 1_000;
 /// A message's lifetime when its context names none (the original's 24 hours), µs.
 const DEFAULT_TTL_US: i64 = 24 * 3600 * 1_000_000;
-/// The event kinds a bucket's callback gets (the seed's table).
-const CALLBACK_EVENTS: [EventKind; 4] = [
+/// The event kinds a bucket's callback gets (the seed's table, and receivers gone).
+const CALLBACK_EVENTS: [EventKind; 5] = [
     EventKind::Sent,
     EventKind::Delivered,
     EventKind::Clicked,
     EventKind::Close,
+    EventKind::Unregistered,
 ];
 
 /// One `receivers` item (or the `receiver` of a one-off send) as given: CORE's flat

@@ -72,13 +72,15 @@ fn event_kinds(events: &[String]) -> ServiceResult<Vec<EventKind>> {
     }
     let mut kinds = Vec::with_capacity(events.len());
     for (i, name) in events.iter().enumerate() {
-        let kind = EventKind::parse(name).ok_or_else(|| {
-            let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-            ServiceError::bad_request(
-                &format!("events[{i}]"),
-                format!("must be one of {}", known.join(", ")),
-            )
-        })?;
+        let kind = EventKind::parse(name)
+            .filter(|k| EventKind::ALL.contains(k))
+            .ok_or_else(|| {
+                let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                ServiceError::bad_request(
+                    &format!("events[{i}]"),
+                    format!("must be one of {}", known.join(", ")),
+                )
+            })?;
         if kinds.contains(&kind) {
             return Err(ServiceError::bad_request(
                 &format!("events[{i}]"),

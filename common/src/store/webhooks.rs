@@ -39,6 +39,9 @@ pub enum EventKind {
     Connected,
     /// A user's socket closed.
     Disconnected,
+    /// A PushPushGo bucket's receiver is gone: its push service answered 404/410 (for
+    /// bucket callbacks only; not a kind a Herald webhook asks for).
+    Unregistered,
 }
 
 impl EventKind {
@@ -54,6 +57,19 @@ impl EventKind {
         EventKind::Disconnected,
     ];
 
+    /// Every kind there is: `ALL` and the bucket-only `Unregistered`.
+    pub const EVERY: [EventKind; 9] = [
+        EventKind::Delivered,
+        EventKind::Clicked,
+        EventKind::Close,
+        EventKind::Sent,
+        EventKind::Expired,
+        EventKind::Cancelled,
+        EventKind::Connected,
+        EventKind::Disconnected,
+        EventKind::Unregistered,
+    ];
+
     /// The wire name (`delivered`, …).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -65,12 +81,13 @@ impl EventKind {
             EventKind::Cancelled => "cancelled",
             EventKind::Connected => "connected",
             EventKind::Disconnected => "disconnected",
+            EventKind::Unregistered => "unregistered",
         }
     }
 
     /// The kind named `name` (exactly as `as_str` writes it).
     pub fn parse(name: &str) -> Option<EventKind> {
-        EventKind::ALL.into_iter().find(|k| k.as_str() == name)
+        EventKind::EVERY.into_iter().find(|k| k.as_str() == name)
     }
 }
 

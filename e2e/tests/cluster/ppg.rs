@@ -353,6 +353,8 @@ async fn the_sdk_flow_sends_to_a_thousand_receivers_and_reports_events_to_the_ca
                    "expirationTime": null, "credentialId": credential})
         })
         .collect();
+    // One browser has unsubscribed: its push service answers 410.
+    service.expire(&subscriptions[998]).await;
     let send_path = format!("bucket/{bucket_id}/context/{context_id}/send");
     let mut too_many = receivers.clone();
     too_many.push(receivers[0].clone());
@@ -446,8 +448,9 @@ async fn the_sdk_flow_sends_to_a_thousand_receivers_and_reports_events_to_the_ca
         .await;
     assert_eq!(status, 404, "an unknown context");
 
-    // Every event reaches the callback: 1000 sent (plus the mixed send's one), and the
-    // worker's three for message 0, in batches of at most 1000, with the bucket's header.
+    // Every event reaches the callback: 999 sent (plus the mixed send's one), receiver
+    // 998 unregistered, and the worker's three for message 0, in batches of at most 1000,
+    // with the bucket's header.
     let events = eventually("every event at the callback", DEADLINE * 4, || {
         let events = callback.accepted_events();
         let sent = events
@@ -458,7 +461,8 @@ async fn the_sdk_flow_sends_to_a_thousand_receivers_and_reports_events_to_the_ca
             .iter()
             .filter(|e| e["messageId"] == ids[0].as_str())
             .count();
-        async move { (sent >= 1001 && ours >= 4).then_some(events) }
+        let gone = events.iter().any(|e| e["result"]["kind"] == "unregistered");
+        async move { (sent >= 1000 && ours >= 4 && gone).then_some(events) }
     })
     .await;
     let mut kinds: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -490,6 +494,12 @@ async fn the_sdk_flow_sends_to_a_thousand_receivers_and_reports_events_to_the_ca
         .map(|e| &e["foreignId"])
         .collect();
     assert_eq!(foreign, [&json!("u999")]);
+    let unsubscribed: Vec<(&Value, &Value)> = events
+        .iter()
+        .filter(|e| e["messageId"] == ids[998].as_str())
+        .map(|e| (&e["result"]["kind"], &e["foreignId"]))
+        .collect();
+    assert_eq!(unsubscribed, [(&json!("unregistered"), &json!("u998"))]);
     for request in callback.requests() {
         assert_eq!(request.headers.get("x-secret").unwrap(), "keyboard cat");
         assert!(
