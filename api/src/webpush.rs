@@ -2,8 +2,9 @@
 //! encrypted to the subscription's keys (RFC 8291, `aes128gcm` content coding of RFC 8188,
 //! one record) and the application server's VAPID signature (RFC 8292: an ES256 JWT whose
 //! `aud` is the push service's origin, sent as `Authorization: vapid t=<jwt>, k=<key>`).
-//! Built on the RustCrypto crates already in the tree (p256 for ECDH and ECDSA, hkdf,
-//! aes-gcm). [`send`] makes one push request and reads the push service's answer as an
+//! Built on crates already in the tree: the RustCrypto primitives (p256 for ECDH, hkdf,
+//! aes-gcm; no OpenSSL) composed as RFC 8291 says and checked against its Appendix A
+//! example byte for byte, and `jsonwebtoken` for the VAPID JWT. [`send`] makes one push request and reads the push service's answer as an
 //! [`Outcome`] (RFC 8030): sent, gone for good, worth retrying (with its `Retry-After`), or
 //! failed; what to do next is the caller's.
 //!
@@ -16,10 +17,10 @@ use aes_gcm::aead::{Aead, KeyInit};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hkdf::Hkdf;
-use p256::ecdsa::signature::Signer;
-use p256::ecdsa::{Signature, SigningKey};
+use p256::ecdsa::SigningKey;
 use p256::elliptic_curve::Generate;
 use p256::elliptic_curve::sec1::ToSec1Point;
+use p256::pkcs8::EncodePrivateKey;
 use p256::{PublicKey, SecretKey};
 use sha2::Sha256;
 
@@ -46,6 +47,8 @@ pub enum WebPushError {
     TooLarge { len: usize },
     #[error("endpoint: not an http(s) URL")]
     BadEndpoint,
+    #[error("the VAPID key could not sign")]
+    Signing,
 }
 
 fn bad(field: &'static str, reason: &'static str) -> WebPushError {
@@ -213,7 +216,17 @@ impl VapidKey {
     /// JWT (ES256) with `aud` = the endpoint's origin (scheme, host and any non-default
     /// port), `exp` = `expires_at` (Unix seconds; RFC 8292 allows at most 24 h ahead) and
     /// `sub` = `subject` (a `mailto:` or `https:` contact) when not empty.
-    pub fn authorization(&self, endpoint: &reqwest::Url, subject: &str, expires_at: u64) -> String {
+    ///
+    /// The JWT is made by the `jsonwebtoken` crate.
+    ///
+    /// # Errors
+    /// `Signing` if the key cannot sign (it always can once loaded).
+    pub fn authorization(
+        &self,
+        endpoint: &reqwest::Url,
+        subject: &str,
+        expires_at: u64,
+    ) -> Result<String, WebPushError> {
         let mut claims = serde_json::json!({
             "aud": endpoint.origin().ascii_serialization(),
             "exp": expires_at,
@@ -221,12 +234,15 @@ impl VapidKey {
         if !subject.is_empty() {
             claims["sub"] = subject.into();
         }
-        let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ES256"}"#);
-        let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
-        let signed = format!("{header}.{claims}");
-        let signature: Signature = self.signing.sign(signed.as_bytes());
-        let signature = URL_SAFE_NO_PAD.encode(signature.to_bytes());
-        format!("vapid t={signed}.{signature}, k={}", self.public)
+        let der = self
+            .signing
+            .to_pkcs8_der()
+            .map_err(|_| WebPushError::Signing)?;
+        let key = jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes());
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        let token =
+            jsonwebtoken::encode(&header, &claims, &key).map_err(|_| WebPushError::Signing)?;
+        Ok(format!("vapid t={token}, k={}", self.public))
     }
 }
 
@@ -330,7 +346,7 @@ pub async fn send(
         .unwrap_or_default()
         .saturating_add(VAPID_LIFETIME)
         .as_secs();
-    let authorization = key.authorization(&endpoint, subject, expires);
+    let authorization = key.authorization(&endpoint, subject, expires)?;
     let answer = http
         .post(endpoint)
         .header("TTL", push.ttl_seconds.min(MAX_TTL_SECONDS))
@@ -472,12 +488,14 @@ mod tests {
     /// The JWT verifies with the public key in `k`, and `aud` keeps a non-default port.
     #[test]
     fn vapid_tokens_verify_and_name_the_push_services_origin() {
-        use p256::ecdsa::VerifyingKey;
         use p256::ecdsa::signature::Verifier;
+        use p256::ecdsa::{Signature, VerifyingKey};
         let key = VapidKey::generate();
         let again = VapidKey::from_base64(&key.private_key(), key.public_key()).unwrap();
         let endpoint = reqwest::Url::parse("http://127.0.0.1:40503/notify/abc").unwrap();
-        let header = again.authorization(&endpoint, "mailto:ops@example.com", 1_800_000_000);
+        let header = again
+            .authorization(&endpoint, "mailto:ops@example.com", 1_800_000_000)
+            .unwrap();
         let (token, k) = header
             .strip_prefix("vapid t=")
             .unwrap()
