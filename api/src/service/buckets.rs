@@ -492,11 +492,6 @@ fn bucket_message(
     {
         errors.push(format!("{prefix}{field}: {reason}"));
     }
-    if expires_us <= now {
-        errors.push(format!(
-            "{prefix}endpoint: not sent, the context expired before this send"
-        ));
-    }
     match credential {
         Some(credential) if errors.is_empty() => Ok(BucketMessage {
             id: new_uuid(),
@@ -714,6 +709,12 @@ impl Services {
             _ => Map::new(),
         };
         let expires_us = expiry(&content, now);
+        if expires_us <= now {
+            return Err(ServiceError::bad_request(
+                "expiresAt",
+                "the context's expiresAt has passed: nothing to send",
+            ));
+        }
         let outcomes: Vec<Result<BucketMessage, Vec<String>>> = receivers
             .into_iter()
             .enumerate()
@@ -726,6 +727,18 @@ impl Services {
                     now,
                     expires_us,
                 )
+                .and_then(|m| {
+                    // The same check the push makes, before anything is promised.
+                    let size = push_payload(&context, &m).len();
+                    if size > crate::webpush::MAX_PLAINTEXT {
+                        Err(vec![format!(
+                            "receivers[{i}]: the push would carry {size} bytes of JSON, at most {}; shorten the context",
+                            crate::webpush::MAX_PLAINTEXT
+                        )])
+                    } else {
+                        Ok(m)
+                    }
+                })
             })
             .collect();
         let messages: Vec<BucketMessage> = outcomes

@@ -469,9 +469,9 @@ async fn send_one(r: Request) -> Outcome {
     ok(json!({"messageId": id, "errors": []}))
 }
 
-/// `POST /v1/context/{contextId}/events/{delivered|clicked|closed}` `{messageId?,
-/// foreignId?, action?}`, from a browser's service worker or a mobile SDK: no key; 201
-/// with an empty `text/plain` body, as CORE answers.
+/// `POST /v1/context/{contextId}/events/{delivered|clicked|closed}` (`close` too)
+/// `{messageId, foreignId?, action?}`, from a browser's service worker or a mobile SDK:
+/// no key; 201 with an empty `text/plain` body, as CORE answers.
 async fn event(r: Request) -> Outcome {
     let kind = match r.segment(1) {
         "delivered" => EventKind::Delivered,
@@ -480,11 +480,13 @@ async fn event(r: Request) -> Outcome {
         _ => return Err(Refusal::new(StatusCode::NOT_FOUND, "No such endpoint.")),
     };
     let body = body(&r)?;
-    let message = body.string("messageId")?;
+    let message = body
+        .string("messageId")?
+        .ok_or_else(|| bad("messageId", "is required"))?;
     let foreign_id = body.string("foreignId")?;
     r.state
         .services
-        .record_bucket_event(r.segment(0), kind, message.as_deref(), foreign_id)
+        .record_bucket_event(r.segment(0), kind, Some(&message), foreign_id)
         .await?;
     let mut response = warp::reply::with_status("", StatusCode::CREATED).into_response();
     response

@@ -1564,7 +1564,7 @@ async fn core(c: &mut Checker) {
             post(format!(
                 "/v1/context/00000000-0000-4000-8000-000000000000/events/{kind}"
             ))
-            .json(json!({}))
+            .json(json!({"messageId": message}))
             .expect(404),
         )
         .await;

@@ -404,6 +404,40 @@ async fn the_sdk_flow_sends_to_a_thousand_receivers_and_reports_events_to_the_ca
         "{mixed}"
     );
 
+    // A context too large for one push, or one already expired, is refused before
+    // anything is promised.
+    let (_, big) = core
+        .post(
+            &format!("bucket/{bucket_id}/context/data"),
+            &json!({"title": "big", "body": "x".repeat(5_000)}),
+        )
+        .await;
+    let big_send = format!(
+        "bucket/{bucket_id}/context/{}/send",
+        big["contextId"].as_str().unwrap()
+    );
+    let (status, answer) = core
+        .post(&big_send, &json!({"receivers": [receivers[1]]}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let error = answer["results"][0]["errors"][0].as_str().unwrap_or("");
+    assert!(error.contains("at most 3993"), "{answer}");
+    let (_, past) = core
+        .post(
+            &format!("bucket/{bucket_id}/context/silent"),
+            &json!({"expiresAt": "2020-01-01T00:00:00Z"}),
+        )
+        .await;
+    let past_send = format!(
+        "bucket/{bucket_id}/context/{}/send",
+        past["contextId"].as_str().unwrap()
+    );
+    let (status, answer) = core
+        .post(&past_send, &json!({"receivers": [receivers[1]]}))
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    refused(&answer, "expiresAt");
+
     // Each push decrypts to what CORE's service worker reads.
     let first = eventually("receiver 0's push", DEADLINE, || async {
         let got = service.notifications(&subscriptions[0]).await;
@@ -439,6 +473,15 @@ async fn the_sdk_flow_sends_to_a_thousand_receivers_and_reports_events_to_the_ca
         assert_eq!(response.status().as_u16(), 201, "{kind}");
         assert_eq!(response.text().await.unwrap(), "");
     }
+    let (status, answer) = core
+        .post_with(
+            &format!("context/{context_id}/events/delivered"),
+            None,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 400, "an event names its message: {answer}");
+    refused(&answer, "messageId");
     let (status, _) = core
         .post_with(
             "context/00000000-0000-4000-8000-000000000000/events/clicked",
