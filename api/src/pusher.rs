@@ -33,10 +33,10 @@ use common::config::{WebPushConfig, ms};
 use common::ids::{UserId, new_message_id};
 use common::metrics::Metrics;
 use common::store::{
-    AddressedMessage, EventKind, MessageBody, MessageStatus, PushJob, Transition, Via, WebhookEvent,
+    AddressedMessage, EventKind, MessageStatus, PushJob, Transition, Via, WebhookEvent,
 };
 use prometheus::IntCounterVec;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -154,25 +154,13 @@ fn backoff(config: &WebPushConfig, attempt: u32, asked: Option<Duration>) -> Dur
 
 /// What the service worker gets for `m` (see the module's docs).
 pub fn payload(m: &AddressedMessage) -> Vec<u8> {
-    let mut frame = json!({
-        "type": "message",
-        "id": m.id,
-        "createdAt": common::clock::rfc3339(m.created_us),
-    });
-    if let Some(topic) = &m.topic {
-        frame["topic"] = json!(topic);
-    }
-    if let Some(expires) = m.expires_us {
-        frame["expiresAt"] = json!(common::clock::rfc3339(expires));
-    }
-    let mut full = frame.clone();
-    full["data"] = match &m.body {
-        MessageBody::Text(text) => Value::String(text.clone()),
-        MessageBody::Data(data) => data.value(),
-    };
-    let full = full.to_string().into_bytes();
+    let mut frame = common::message::addressed_frame(m);
+    let full = frame.to_string().into_bytes();
     if full.len() <= webpush::MAX_PLAINTEXT {
         return full;
+    }
+    if let Some(object) = frame.as_object_mut() {
+        object.remove("data");
     }
     frame["truncated"] = json!(true);
     frame.to_string().into_bytes()
@@ -456,6 +444,9 @@ struct Target<'a> {
 
 #[cfg(test)]
 mod tests {
+    use common::store::MessageBody;
+    use serde_json::Value;
+
     use super::*;
 
     #[test]

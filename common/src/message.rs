@@ -284,6 +284,30 @@ impl Delivery {
     }
 }
 
+/// An addressed message as the native WebSocket protocol renders it (docs/websocket.md),
+/// and as its Web Push carries it: `{"type": "message", "id", "data", "createdAt",
+/// "topic"?, "expiresAt"?}`, `data` being Socrate's `message` string or the `data` value.
+pub fn addressed_frame(message: &crate::store::AddressedMessage) -> serde_json::Value {
+    use crate::store::MessageBody;
+    let data = match &message.body {
+        MessageBody::Text(text) => serde_json::Value::String(text.clone()),
+        MessageBody::Data(data) => data.value(),
+    };
+    let mut frame = json!({
+        "type": "message",
+        "id": message.id,
+        "data": data,
+        "createdAt": crate::clock::rfc3339(message.created_us),
+    });
+    if let Some(topic) = &message.topic {
+        frame["topic"] = json!(topic);
+    }
+    if let Some(expires) = message.expires_us {
+        frame["expiresAt"] = json!(crate::clock::rfc3339(expires));
+    }
+    frame
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -123,25 +123,7 @@ fn native_frame(delivery: &Delivery) -> Option<String> {
             "data": message.data.value(),
             "createdAt": rfc3339(message.created_us),
         }),
-        Event::AddressedMessage { message } => {
-            let data = match &message.body {
-                MessageBody::Text(text) => Value::String(text.clone()),
-                MessageBody::Data(data) => data.value(),
-            };
-            let mut frame = json!({
-                "type": "message",
-                "id": message.id,
-                "data": data,
-                "createdAt": rfc3339(message.created_us),
-            });
-            if let Some(topic) = &message.topic {
-                frame["topic"] = json!(topic);
-            }
-            if let Some(expires) = message.expires_us {
-                frame["expiresAt"] = json!(rfc3339(expires));
-            }
-            frame
-        }
+        Event::AddressedMessage { message } => common::message::addressed_frame(message),
         Event::QueueMessage { .. } | Event::Logout { .. } | Event::Broadcast { .. } => return None,
     };
     Some(frame.to_string())

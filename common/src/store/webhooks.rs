@@ -45,7 +45,8 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    /// Every kind, in the order SPEC §4 lists them.
+    /// Every kind a Herald webhook can ask for, in the order SPEC §4 lists them (all but
+    /// the bucket-only `Unregistered`).
     pub const ALL: [EventKind; 8] = [
         EventKind::Delivered,
         EventKind::Clicked,
@@ -55,19 +56,6 @@ impl EventKind {
         EventKind::Cancelled,
         EventKind::Connected,
         EventKind::Disconnected,
-    ];
-
-    /// Every kind there is: `ALL` and the bucket-only `Unregistered`.
-    pub const EVERY: [EventKind; 9] = [
-        EventKind::Delivered,
-        EventKind::Clicked,
-        EventKind::Close,
-        EventKind::Sent,
-        EventKind::Expired,
-        EventKind::Cancelled,
-        EventKind::Connected,
-        EventKind::Disconnected,
-        EventKind::Unregistered,
     ];
 
     /// The wire name (`delivered`, …).
@@ -87,7 +75,10 @@ impl EventKind {
 
     /// The kind named `name` (exactly as `as_str` writes it).
     pub fn parse(name: &str) -> Option<EventKind> {
-        EventKind::EVERY.into_iter().find(|k| k.as_str() == name)
+        EventKind::ALL
+            .into_iter()
+            .chain([EventKind::Unregistered])
+            .find(|k| k.as_str() == name)
     }
 }
 
