@@ -142,6 +142,8 @@ CREATE TABLE IF NOT EXISTS messages (
     expired_us        INTEGER,
     global_message_id TEXT,
     delivered_via     TEXT,
+    -- The PushPushGo bucket that sent it (its callback hears of it too), if one did.
+    bucket            TEXT,
     PRIMARY KEY (app, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (app, recipient, stream_offset);
@@ -280,5 +282,5 @@ CREATE INDEX IF NOT EXISTS ppg_messages_by_bucket ON ppg_messages (bucket);
 -- The edge registry and presence live in the second, non-durable database file
 -- (store.sqlite_live_path), schema common/src/store/sqlite/live.sql.
 
-INSERT INTO schema_meta (key, value) VALUES ('schema_version', '3')
+INSERT INTO schema_meta (key, value) VALUES ('schema_version', '4')
     ON CONFLICT (key) DO UPDATE SET value = excluded.value;

@@ -397,7 +397,13 @@ impl Sender {
         };
         let key = VapidKey::from_base64(&credential.private_key, &credential.public_key)
             .map_err(|e| ServiceError::Internal(format!("bucket {}: {e}", bucket.id)))?;
-        let body = crate::service::buckets::push_payload(&context, &message);
+        let body = crate::service::buckets::push_payload(
+            &context,
+            &message.id,
+            message.foreign_id.as_deref(),
+            &message.endpoint,
+        )
+        .into_bytes();
         let target = Target {
             endpoint: &message.endpoint,
             p256dh: &message.p256dh,
@@ -484,6 +490,7 @@ mod tests {
             cancelled_us: None,
             expired_us: None,
             global_message_id: None,
+            bucket: None,
         };
         let small: Value = serde_json::from_slice(&payload(&m)).unwrap();
         assert_eq!(small["data"], "hello");

@@ -121,6 +121,7 @@ impl Services {
                     cancelled_us: None,
                     expired_us: None,
                     global_message_id: Some(global.id.clone()),
+                    bucket: None,
                 })
                 .collect();
             let positions = self

@@ -5,19 +5,21 @@
 //! reusable `data`, `silent` or `raw` messages of a bucket, checked field by field and
 //! kept as given. A send stores one message per receiver and queues it for the Web Push
 //! sender (`crate::pusher`), which reports `sent`; clients report `delivered`, `clicked`
-//! and `closed`. The events reach the bucket's callback through the webhook outbox, as
+//! and `closed`. A receiver that names a Herald `user` instead gets an addressed message
+//! (SPEC §4: socket first, then the user's own Web Push subscriptions) linked to the
+//! bucket, whose status transitions and `event` frames reach the bucket's callback too. The events reach the bucket's callback through the webhook outbox, as
 //! the webhook of the app `ppg.<bucketId>`, in the seed's batch shape.
 
 use common::clock::{now_us, parse_rfc3339};
-use common::ids::{AppId, new_message_id, new_uuid};
+use common::ids::{AppId, UserId, new_message_id, new_uuid};
 use common::message::JsonText;
 use common::store::{
-    BatchFormat, Bucket, BucketContext, BucketMessage, Callback, ContextKind, Credential,
-    EventKind, PushJob, Webhook, WebhookEvent,
+    AddressedMessage, BatchFormat, Bucket, BucketContext, BucketMessage, Callback, ContextKind,
+    Credential, EventKind, MessageBody, MessageStatus, PushJob, Webhook, WebhookEvent,
 };
 use serde_json::{Map, Value};
 
-use super::messages::url_field;
+use super::messages::{MAX_LABEL, url_field};
 use super::{ServiceError, ServiceResult, Services};
 use crate::webpush::{SubscriptionKeys, VapidKey, WebPushError};
 
@@ -397,7 +399,9 @@ const CALLBACK_EVENTS: [EventKind; 5] = [
 ];
 
 /// One `receivers` item (or the `receiver` of a one-off send) as given: CORE's flat
-/// receiver, `{credentialId, foreignId?, endpoint, p256dh, auth}` for a `vapid` credential.
+/// receiver, `{credentialId, foreignId?, endpoint, p256dh, auth}` for a `vapid` credential,
+/// or Herald's `{user, foreignId?}` for a Herald user of the bucket's app, who gets it as
+/// an addressed message (socket first, then the user's own Web Push subscriptions).
 #[derive(Debug, Clone, Default)]
 pub struct ReceiverInput {
     pub credential_id: Option<String>,
@@ -405,6 +409,24 @@ pub struct ReceiverInput {
     pub endpoint: Option<String>,
     pub p256dh: Option<String>,
     pub auth: Option<String>,
+    pub user: Option<String>,
+}
+
+/// What one receiver of a send becomes.
+enum Planned {
+    /// A push to a browser subscription, by the Web Push sender.
+    Push(BucketMessage),
+    /// An addressed message to a Herald user, linked to the bucket.
+    User(AddressedMessage),
+}
+
+impl Planned {
+    fn id(&self) -> &str {
+        match self {
+            Planned::Push(m) => &m.id,
+            Planned::User(m) => &m.id,
+        }
+    }
 }
 
 /// The app id under which a bucket's callback is a webhook with its own outbox
@@ -439,8 +461,102 @@ fn expiry(context: &Map<String, Value>, now: i64) -> i64 {
     }
 }
 
-/// The message of `receiver` for a send of `context` in `bucket`, or why not (each error
-/// `<field>: <what>`, fields under `prefix`).
+/// What `receiver` of a send of `context` in `bucket` becomes, or why it cannot be sent to
+/// (each error `<field>: <what>`, fields under `prefix`).
+fn plan(
+    bucket: &Bucket,
+    context: &BucketContext,
+    receiver: ReceiverInput,
+    prefix: &str,
+    now: i64,
+    expires_us: i64,
+) -> Result<Planned, Vec<String>> {
+    if let Some(foreign_id) = &receiver.foreign_id
+        && foreign_id.len() > MAX_LABEL
+    {
+        return Err(vec![format!(
+            "{prefix}foreignId: is longer than {MAX_LABEL} bytes"
+        )]);
+    }
+    if receiver.user.is_some() {
+        return user_message(bucket, context, receiver, prefix, now, expires_us).map(Planned::User);
+    }
+    let message = bucket_message(bucket, context, receiver, prefix, now, expires_us)?;
+    // The same check the push makes, before anything is promised.
+    let size = push_payload(
+        context,
+        &message.id,
+        message.foreign_id.as_deref(),
+        &message.endpoint,
+    )
+    .len();
+    if size > crate::webpush::MAX_PLAINTEXT {
+        return Err(vec![format!(
+            "{}: the push would carry {size} bytes of JSON, at most {}; shorten the context",
+            prefix.trim_end_matches('.'),
+            crate::webpush::MAX_PLAINTEXT
+        )]);
+    }
+    Ok(Planned::Push(message))
+}
+
+/// The addressed message `{user, foreignId?}` gets: in the bucket's app, carrying as `data`
+/// the payload a browser would get (so one client code reads both), linked to the bucket
+/// so that its callback hears its `sent`, `delivered`, `clicked` and `close`.
+fn user_message(
+    bucket: &Bucket,
+    context: &BucketContext,
+    receiver: ReceiverInput,
+    prefix: &str,
+    now: i64,
+    expires_us: i64,
+) -> Result<AddressedMessage, Vec<String>> {
+    let mut errors = Vec::new();
+    for (name, value) in [
+        ("credentialId", &receiver.credential_id),
+        ("endpoint", &receiver.endpoint),
+        ("p256dh", &receiver.p256dh),
+        ("auth", &receiver.auth),
+    ] {
+        if value.is_some() {
+            errors.push(format!(
+                "{prefix}{name}: not used for a Herald user; a receiver names a user or a Web Push subscription, not both"
+            ));
+        }
+    }
+    let user = receiver.user.unwrap_or_default();
+    let recipient = match UserId::parse(user.as_str()) {
+        Ok(recipient) => Some(recipient),
+        Err(e) => {
+            errors.push(format!("{prefix}user: {e}"));
+            None
+        }
+    };
+    let (Some(recipient), true) = (recipient, errors.is_empty()) else {
+        return Err(errors);
+    };
+    let id = new_message_id();
+    let data = push_payload(context, &id, receiver.foreign_id.as_deref(), "");
+    Ok(AddressedMessage {
+        id,
+        app: bucket.app.clone(),
+        recipient,
+        foreign_id: receiver.foreign_id,
+        body: MessageBody::Data(JsonText::stored(data)),
+        topic: None,
+        status: MessageStatus::Pending,
+        created_us: now,
+        expires_us: Some(expires_us),
+        delivered_us: None,
+        delivered_via: None,
+        cancelled_us: None,
+        expired_us: None,
+        global_message_id: None,
+        bucket: Some(bucket.id.clone()),
+    })
+}
+
+/// The push to the browser subscription of `receiver`, or why not.
 fn bucket_message(
     bucket: &Bucket,
     context: &BucketContext,
@@ -517,17 +633,23 @@ fn bucket_message(
 /// `"default"` a click on the body, opens), `badge` (the app badge number) and
 /// `externalData`. A silent context pushes only `data`, with `"_silent": true`; a raw
 /// context its browser's object (`chromium`, `firefox`, `edge` or `safariVapid`, by the
-/// endpoint's push service; else `common`), with the same `data` members added.
-pub fn push_payload(context: &BucketContext, message: &BucketMessage) -> Vec<u8> {
+/// push service of `endpoint`; else, and for a Herald user's `""`, `common`), with the
+/// same `data` members added. JSON text.
+pub fn push_payload(
+    context: &BucketContext,
+    message_id: &str,
+    foreign_id: Option<&str>,
+    endpoint: &str,
+) -> String {
     let content = match context.content.value() {
         Value::Object(map) => map,
         _ => Map::new(),
     };
     let mut data = Map::new();
     data.insert("contextId".into(), Value::String(context.id.clone()));
-    data.insert("messageId".into(), Value::String(message.id.clone()));
-    if let Some(foreign_id) = &message.foreign_id {
-        data.insert("foreignId".into(), Value::String(foreign_id.clone()));
+    data.insert("messageId".into(), Value::String(message_id.to_owned()));
+    if let Some(foreign_id) = foreign_id {
+        data.insert("foreignId".into(), Value::String(foreign_id.to_owned()));
     }
     let text = |name: &str| content.get(name).and_then(Value::as_str).map(str::to_owned);
     let payload = match context.kind {
@@ -614,7 +736,7 @@ pub fn push_payload(context: &BucketContext, message: &BucketMessage) -> Vec<u8>
             Value::Object(out)
         }
         ContextKind::Raw => {
-            let host = reqwest::Url::parse(&message.endpoint)
+            let host = reqwest::Url::parse(endpoint)
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_owned))
                 .unwrap_or_default();
@@ -668,7 +790,7 @@ pub fn push_payload(context: &BucketContext, message: &BucketMessage) -> Vec<u8>
             Value::Object(out)
         }
     };
-    payload.to_string().into_bytes()
+    payload.to_string()
 }
 
 impl Services {
@@ -715,11 +837,11 @@ impl Services {
                 "the context's expiresAt has passed: nothing to send",
             ));
         }
-        let outcomes: Vec<Result<BucketMessage, Vec<String>>> = receivers
+        let outcomes: Vec<Result<Planned, Vec<String>>> = receivers
             .into_iter()
             .enumerate()
             .map(|(i, r)| {
-                bucket_message(
+                plan(
                     &bucket,
                     &context,
                     r,
@@ -727,30 +849,19 @@ impl Services {
                     now,
                     expires_us,
                 )
-                .and_then(|m| {
-                    // The same check the push makes, before anything is promised.
-                    let size = push_payload(&context, &m).len();
-                    if size > crate::webpush::MAX_PLAINTEXT {
-                        Err(vec![format!(
-                            "receivers[{i}]: the push would carry {size} bytes of JSON, at most {}; shorten the context",
-                            crate::webpush::MAX_PLAINTEXT
-                        )])
-                    } else {
-                        Ok(m)
-                    }
-                })
             })
             .collect();
-        let messages: Vec<BucketMessage> = outcomes
-            .iter()
-            .filter_map(|o| o.as_ref().ok().cloned())
-            .collect();
-        if !messages.is_empty() {
-            self.stores
-                .buckets
-                .create_bucket_messages(&messages)
-                .await?;
-            let jobs: Vec<PushJob> = messages
+        let mut pushes = Vec::new();
+        let mut users = Vec::new();
+        for planned in outcomes.iter().flatten() {
+            match planned {
+                Planned::Push(m) => pushes.push(m.clone()),
+                Planned::User(m) => users.push(m.clone()),
+            }
+        }
+        if !pushes.is_empty() {
+            self.stores.buckets.create_bucket_messages(&pushes).await?;
+            let jobs: Vec<PushJob> = pushes
                 .iter()
                 .map(|m| PushJob {
                     id: new_message_id(),
@@ -762,7 +873,13 @@ impl Services {
                 .collect();
             self.stores.webpush.enqueue_pushes(&jobs, now).await?;
         }
-        Ok(outcomes.into_iter().map(|o| o.map(|m| m.id)).collect())
+        if !users.is_empty() {
+            self.hand_over(app, &users).await?;
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.map(|p| p.id().to_owned()))
+            .collect())
     }
 
     /// A one-off send (`/send`, `/send/silent`, `/send/raw`): a `kind` context from
@@ -820,16 +937,25 @@ impl Services {
             .ok_or_else(|| ServiceError::not_found("context", "No such context."))?;
         let (message_id, foreign_id) = match message {
             Some(id) => {
-                let found = self
-                    .stores
-                    .buckets
-                    .bucket_message(&id.to_ascii_lowercase())
-                    .await?
-                    .filter(|m| m.context == context.id)
-                    .ok_or_else(|| {
-                        ServiceError::not_found("message", "No such message of this context.")
-                    })?;
-                (Some(found.id), found.foreign_id)
+                let id = id.to_ascii_lowercase();
+                let pushed = self.stores.buckets.bucket_message(&id).await?;
+                let found = match pushed {
+                    Some(m) => Some(m)
+                        .filter(|m| m.context == context.id)
+                        .map(|m| (m.id, m.foreign_id)),
+                    // A Herald user's message: of the context's bucket.
+                    None => self
+                        .stores
+                        .messages
+                        .addressed_message(&context.app, &id)
+                        .await?
+                        .filter(|m| m.bucket.as_ref() == Some(&context.bucket))
+                        .map(|m| (m.id, m.foreign_id)),
+                };
+                let (id, foreign_id) = found.ok_or_else(|| {
+                    ServiceError::not_found("message", "No such message of this context.")
+                })?;
+                (Some(id), foreign_id)
             }
             None => (None, foreign_id),
         };

@@ -114,6 +114,7 @@ impl Services {
                     cancelled_us: None,
                     expired_us: None,
                     global_message_id: None,
+                    bucket: None,
                 }),
                 Err(e) => sent.errors.push((r.id, e.to_string())),
             }
@@ -121,14 +122,25 @@ impl Services {
         if sent.items.is_empty() {
             return Ok(sent);
         }
-        let positions = self.stores.messages.create_messages(&sent.items).await?;
-        for (message, position) in sent.items.iter().zip(positions) {
+        self.hand_over(&send.app, &sent.items).await?;
+        Ok(sent)
+    }
+
+    /// Stores `messages` of `app` (all `PENDING`, one transaction), pushes each to the
+    /// edges, and queues the Web Push fallback of those whose recipient has subscriptions.
+    pub(crate) async fn hand_over(
+        &self,
+        app: &AppId,
+        messages: &[AddressedMessage],
+    ) -> ServiceResult<()> {
+        let positions = self.stores.messages.create_messages(messages).await?;
+        for (message, position) in messages.iter().zip(positions) {
             self.publisher
                 .publish(&Delivery::addressed(message.clone(), position))
                 .await;
         }
-        self.queue_webpush(&send.app, &sent.items).await;
-        Ok(sent)
+        self.queue_webpush(app, messages).await;
+        Ok(())
     }
 
     /// The body and expiry `content` gives at `now`: its own, or a template's content as

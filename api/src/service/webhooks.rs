@@ -189,8 +189,22 @@ impl Services {
             .await?
             .filter(|m| &m.recipient == user)
             .ok_or_else(|| ServiceError::not_found("message", "No such message for this user."))?;
-        self.record_event(app, user, kind, Some(message.id), message.foreign_id)
-            .await
+        // A message a PushPushGo bucket sent: its callback hears of it too.
+        let callback = message
+            .bucket
+            .as_deref()
+            .and_then(common::store::buckets::callback_app);
+        for to in std::iter::once(app.clone()).chain(callback) {
+            self.record_event(
+                &to,
+                user,
+                kind,
+                Some(message.id.clone()),
+                message.foreign_id.clone(),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Records that a socket of `user` opened (`connected`) or closed (`disconnected`),

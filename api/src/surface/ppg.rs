@@ -373,7 +373,8 @@ async fn create_context(r: Request) -> Outcome {
 }
 
 /// A receiver as CORE's SDK sends it: flat `{credentialId, foreignId?, endpoint, p256dh,
-/// auth}` plus fields of its own (ignored); `keys: {p256dh, auth}` is read too.
+/// auth}` plus fields of its own (ignored); `keys: {p256dh, auth}` is read too. Herald's
+/// extension `{user, foreignId?}` names a Herald user of the bucket's app.
 fn receiver(value: &Value) -> ReceiverInput {
     let Some(object) = value.as_object() else {
         return ReceiverInput::default();
@@ -395,6 +396,7 @@ fn receiver(value: &Value) -> ReceiverInput {
         endpoint: text("endpoint"),
         p256dh: text("p256dh"),
         auth: text("auth"),
+        user: text("user"),
     }
 }
 
@@ -452,7 +454,7 @@ async fn send_one(r: Request) -> Outcome {
         .ok_or_else(|| {
             bad(
                 "receiver",
-                "is required: {credentialId, endpoint, p256dh, auth}",
+                "is required: {credentialId, endpoint, p256dh, auth} or {user}",
             )
         })?;
     let target = receiver(target);

@@ -113,6 +113,11 @@ pub struct AddressedMessage {
     pub expired_us: Option<i64>,
     /// The broadcast it was created for (Socrate `globalMessageId`).
     pub global_message_id: Option<String>,
+    /// The PushPushGo bucket that sent it to a Herald user (SPEC §5): its `sent`,
+    /// `delivered`, `clicked` and `close` events also go to that bucket's callback (the
+    /// webhook of app `ppg.<bucket>`, `store::buckets::callback_app`).
+    #[serde(default)]
+    pub bucket: Option<String>,
 }
 
 /// Filters of a listing; all that are set must hold.

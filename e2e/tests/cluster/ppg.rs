@@ -8,6 +8,8 @@
 //! receivers, each push decrypting to the payload CORE's service worker reads, the
 //! worker's `delivered` / `clicked` / `closed` events, and every event arriving at the
 //! callback in the seed's batch shape with the bucket's headers and each `foreignId`.
+//! Last, Herald's own receivers: Herald users reached on their sockets, their events at
+//! the bucket's callback too.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,7 +18,7 @@ use std::collections::BTreeMap;
 use api::webpush::VapidKey;
 use e2e::push_service::PushService;
 use e2e::receiver::Receiver;
-use e2e::{Cluster, DEADLINE, DEV_SECRET, Options, eventually};
+use e2e::{Cluster, DEADLINE, DEV_SECRET, Options, Socket, V1, eventually};
 use serde_json::{Value, json};
 
 struct Core {
@@ -577,6 +579,139 @@ async fn the_sdk_flow_sends_to_a_thousand_receivers_and_reports_events_to_the_ca
         .await;
     assert_eq!(status, 400, "{answer}");
     refused(&answer, "receiver.endpoint");
+}
+
+/// Herald's extension (SPEC §5): a receiver `{user, foreignId?}` is a Herald user of the
+/// bucket's app, who gets an addressed message on their socket (or when they connect),
+/// its `data` the payload a browser would get; its `sent`, `delivered` and the client's
+/// `clicked` (an `event` frame) or `closed` (the events endpoint) reach the bucket's
+/// callback with the `foreignId`.
+#[tokio::test]
+async fn herald_users_get_bucket_sends_on_their_socket_and_the_callback_hears_of_it() {
+    let callback = Receiver::start().await;
+    let cluster = Cluster::start(Options {
+        env: FAST,
+        ..Options::default()
+    })
+    .await;
+    let core = Core::new(&cluster);
+    let api = V1::new(&cluster.api_url());
+    let (status, bucket) = core
+        .post(
+            "bucket",
+            &json!({"providerCredentials": [vapid()],
+                    "callbackConfig": {"type": "http", "payload": {"url": callback.url}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{bucket}");
+    let bucket_id = bucket["bucketId"].as_str().unwrap().to_owned();
+    let (_, context) = core
+        .post(
+            &format!("bucket/{bucket_id}/context/data"),
+            &json!({"title": "For Herald users", "behaviour": "https://shop.example/"}),
+        )
+        .await;
+    let context_id = context["contextId"].as_str().unwrap().to_owned();
+    let token = api.token(json!({"user": "alice"})).await;
+    let (mut alice, _) = Socket::native(&cluster.edge_url(0), &token).await;
+
+    let (status, sent) = core
+        .post(
+            &format!("bucket/{bucket_id}/context/{context_id}/send"),
+            &json!({"receivers": [
+                {"user": "alice", "foreignId": "fa"},
+                {"user": "bob", "foreignId": "fb"},
+                {"user": ""},
+                {"user": "alice", "endpoint": "https://x.example/1"},
+                {"user": "alice", "foreignId": "f".repeat(300)}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{sent}");
+    let results = sent["results"].as_array().unwrap();
+    let id = |i: usize| results[i]["messageId"].as_str().unwrap().to_owned();
+    let (to_alice, to_bob) = (id(0), id(1));
+    for (i, field) in [(2, "user"), (3, "endpoint"), (4, "foreignId")] {
+        let error = results[i]["errors"][0].as_str().unwrap_or("");
+        assert!(
+            results[i]["messageId"].is_null()
+                && error.starts_with(&format!("receivers[{i}].{field}:")),
+            "{}",
+            results[i]
+        );
+    }
+
+    // Alice is online: the frame's data is what a service worker would read.
+    let frame = alice.next_event(DEADLINE).await;
+    assert_eq!(frame["id"], to_alice.as_str(), "{frame}");
+    assert_eq!(frame["data"]["title"], "For Herald users");
+    let data = &frame["data"]["data"];
+    assert_eq!(
+        (&data["messageId"], &data["foreignId"], &data["contextId"]),
+        (&json!(to_alice), &json!("fa"), &json!(context_id.as_str()))
+    );
+    assert_eq!(data["actionsMap"]["default"], "https://shop.example/");
+    alice
+        .send_json(&json!({"type": "event", "id": to_alice, "kind": "clicked"}))
+        .await;
+    // Bob was offline: his waits, PENDING, and comes when he connects.
+    let (_, waiting) = api.call("GET", &format!("messages/{to_bob}"), None).await;
+    assert_eq!(waiting["status"], "PENDING", "{waiting}");
+    let token = api.token(json!({"user": "bob"})).await;
+    let (mut bob, _) = Socket::native(&cluster.edge_url(0), &token).await;
+    assert_eq!(bob.next_event(DEADLINE).await["id"], to_bob.as_str());
+    let (status, _) = core
+        .post_with(
+            &format!("context/{context_id}/events/closed"),
+            None,
+            &json!({"messageId": to_bob}),
+        )
+        .await;
+    assert_eq!(
+        status, 201,
+        "the events endpoint knows a Herald user's message"
+    );
+
+    let events = eventually("the callback hears of both", DEADLINE * 2, || {
+        let events = callback.accepted_events();
+        async move { (events.len() >= 6).then_some(events) }
+    })
+    .await;
+    let mut seen: Vec<(String, String, String)> = events
+        .iter()
+        .map(|e| {
+            let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
+            let who = if e["messageId"] == to_alice.as_str() {
+                "alice"
+            } else if e["messageId"] == to_bob.as_str() {
+                "bob"
+            } else {
+                "?"
+            };
+            (
+                who.to_owned(),
+                text(&e["result"]["kind"]),
+                text(&e["foreignId"]),
+            )
+        })
+        .collect();
+    seen.sort();
+    let expected: Vec<(String, String, String)> = [
+        ("alice", "clicked", "fa"),
+        ("alice", "delivered", "fa"),
+        ("alice", "sent", "fa"),
+        ("bob", "close", "fb"),
+        ("bob", "delivered", "fb"),
+        ("bob", "sent", "fb"),
+    ]
+    .iter()
+    .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
+    .collect();
+    assert_eq!(seen, expected);
+    let (_, delivered) = api.call("GET", &format!("messages/{to_alice}"), None).await;
+    assert_eq!(
+        (&delivered["status"], &delivered["foreignId"]),
+        (&json!("DELIVERED"), &json!("fa"))
+    );
 }
 
 #[tokio::test]

@@ -90,6 +90,7 @@ pub async fn run(s: &Stores) {
         cancelled_us: None,
         expired_us: None,
         global_message_id: Some("g2".into()),
+        bucket: None,
     };
     let first = s
         .messages

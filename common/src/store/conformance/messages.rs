@@ -27,6 +27,7 @@ fn message(app: &AppId, id: &str, recipient: &str, created_us: i64) -> Addressed
         cancelled_us: None,
         expired_us: None,
         global_message_id: None,
+        bucket: None,
     }
 }
 

@@ -57,6 +57,7 @@ fn message(app: &AppId, id: &str, expires_us: Option<i64>) -> AddressedMessage {
         cancelled_us: None,
         expired_us: None,
         global_message_id: None,
+        bucket: None,
     }
 }
 
@@ -108,6 +109,45 @@ pub async fn run(s: &Stores) {
     assert_eq!(kept, 1, "only the click of the app that wants clicks");
     assert!(store.delete_webhook(&clicks_only).await.unwrap());
     assert_eq!(store.webhook(&clicks_only).await.unwrap(), None);
+
+    // A message a PushPushGo bucket sent to a Herald user: each of its events goes to the
+    // app's webhook and to the bucket's callback, each only if it wants the kind.
+    let sender = AppId::parse("hooks-sender").unwrap();
+    let callback = crate::store::buckets::callback_app("bk1").unwrap();
+    store
+        .put_webhook(&webhook(&sender, &[EventKind::Sent], 10, 60_000))
+        .await
+        .unwrap();
+    store
+        .put_webhook(&webhook(
+            &callback,
+            &[EventKind::Sent, EventKind::Delivered],
+            10,
+            60_000,
+        ))
+        .await
+        .unwrap();
+    let from_bucket = AddressedMessage {
+        bucket: Some("bk1".into()),
+        ..message(&sender, "bm1", None)
+    };
+    s.messages.create_messages(&[from_bucket]).await.unwrap();
+    s.messages
+        .transition_message(&sender, "bm1", MessageStatus::Delivered, now + 1)
+        .await
+        .unwrap();
+    let pending = |app: AppId| async move { store.webhook(&app).await.unwrap().unwrap().1.pending };
+    assert_eq!(pending(sender.clone()).await, 1, "the app wants sent only");
+    assert_eq!(pending(callback.clone()).await, 2, "sent and delivered");
+    let got = s
+        .messages
+        .addressed_message(&sender, "bm1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.bucket.as_deref(), Some("bk1"), "the link is stored");
+    assert!(store.delete_webhook(&sender).await.unwrap());
+    assert!(store.delete_webhook(&callback).await.unwrap());
 
     // Message transitions record their events in the outbox themselves.
     s.messages

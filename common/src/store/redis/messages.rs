@@ -8,7 +8,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `msg:<app>:<id>` | hash | `recipient`, `offset`, `foreign_id`, `kind` (`text`/`data`), `body`, `topic`, `status`, `created_us`, `expires_us`, `delivered_us`, `delivered_via` (`websocket`/`webpush`), `cancelled_us`, `expired_us`, `global_message_id` (absent fields are none) |
+//! | `msg:<app>:<id>` | hash | `recipient`, `offset`, `foreign_id`, `kind` (`text`/`data`), `body`, `topic`, `status`, `created_us`, `expires_us`, `delivered_us`, `delivered_via` (`websocket`/`webpush`), `cancelled_us`, `expired_us`, `global_message_id`, `bucket` (absent fields are none) |
 //! | `stream:i/<app>/<user>` | hash | the inbox stream's `epoch`, `head`, `last_us`, `active` |
 //! | `inbox:<app>:<user>` | zset | message ids by inbox offset |
 //! | `msgs:<app>` | zset | message ids by creation time: the app's listing (ties by id) |
@@ -48,11 +48,20 @@ local EVENT = {DELIVERED = 'delivered', CANCELLED = 'cancelled', EXPIRED = 'expi
 local function event_id(app, id, kind)
   return string.sub(redis.sha1hex(app .. ':' .. id .. ':' .. kind), 1, 32)
 end
+-- Records message `id`'s event `kind` for its app's webhook, and for the callback of the
+-- PushPushGo bucket that sent it (the webhook of app 'ppg.<bucket>'), if one did.
+local function message_event(P, app, id, kind, foreign, user, bucket, at)
+  record_event(P, app, event_id(app, id, kind), kind, id, foreign, user, at, at)
+  if bucket then
+    local callback = 'ppg.' .. bucket
+    record_event(P, callback, event_id(callback, id, kind), kind, id, foreign, user, at, at)
+  end
+end
 -- Moves message `id` from PENDING to `to` at `at` (DELIVERED only while unexpired, and
 -- then `via` a channel), recording its webhook event.
 local function transition(P, app, id, to, at, via)
   local key = msg_key(P, app, id)
-  local m = redis.call('HMGET', key, 'status', 'expires_us', 'foreign_id', 'recipient')
+  local m = redis.call('HMGET', key, 'status', 'expires_us', 'foreign_id', 'recipient', 'bucket')
   if not m[1] then return {'0'} end
   -- This very transition ran before (a retry after the reply was lost): done.
   if m[1] == to and redis.call('HGET', key, COLUMN[to]) == at then return reply('2', key) end
@@ -62,7 +71,7 @@ local function transition(P, app, id, to, at, via)
   redis.call('HSET', key, 'status', to, COLUMN[to], at)
   if to == 'DELIVERED' then redis.call('HSET', key, 'delivered_via', via) end
   redis.call('ZREM', P .. 'expiring:' .. app, id)
-  record_event(P, app, event_id(app, id, EVENT[to]), EVENT[to], id, m[3] or nil, m[4], at, at)
+  message_event(P, app, id, EVENT[to], m[3] or nil, m[4], m[5] or nil, at)
   return reply('2', key)
 end
 ";
@@ -72,20 +81,20 @@ fn script(body: &str) -> Script {
 }
 
 /// Values per message in `CREATE`'s arguments.
-const CREATE_STRIDE: usize = 10;
+const CREATE_STRIDE: usize = 11;
 
 /// ARGV: P, missing_only ('1' skips ids the app has), new epoch, then per message:
 /// app, id, recipient, foreign_id, kind, body, topic, created_us, expires_us,
-/// global_message_id (optional encoding where optional). Per message {epoch,
+/// global_message_id, bucket (optional encoding where optional). Per message {epoch,
 /// offset}, or {} when skipped.
 static CREATE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 local P, missing_only, new_epoch = ARGV[1], ARGV[2] == '1', ARGV[3]
 local out = {}
-for i = 4, #ARGV, 10 do
-  local app, id, user, foreign, kind, body, topic, created, expires, global =
-    unpack(ARGV, i, i + 9)
+for i = 4, #ARGV, 11 do
+  local app, id, user, foreign, kind, body, topic, created, expires, global, bucket =
+    unpack(ARGV, i, i + 10)
   local key = msg_key(P, app, id)
   local existing = redis.call('HGET', key, 'offset')
   if existing and missing_only then
@@ -106,7 +115,9 @@ for i = 4, #ARGV, 10 do
     redis.call('HSET', key, 'id', id, 'app', app, 'recipient', user, 'offset', d(head),
       'kind', kind, 'body', body, 'status', 'PENDING', 'created_us', created)
     foreign, topic, expires, global = opt(foreign), opt(topic), opt(expires), opt(global)
+    bucket = opt(bucket)
     if foreign then redis.call('HSET', key, 'foreign_id', foreign) end
+    if bucket then redis.call('HSET', key, 'bucket', bucket) end
     if topic then redis.call('HSET', key, 'topic', topic) end
     if expires then
       redis.call('HSET', key, 'expires_us', expires)
@@ -120,7 +131,7 @@ for i = 4, #ARGV, 10 do
       redis.call('HSET', key, 'global_message_id', global)
       redis.call('ZADD', P .. 'msgs_global:' .. app .. ':' .. global, created, id)
     end
-    record_event(P, app, event_id(app, id, 'sent'), 'sent', id, foreign, user, created, created)
+    message_event(P, app, id, 'sent', foreign, user, bucket, created)
     out[#out + 1] = {s[1], d(head)}
   end
 end
@@ -260,6 +271,7 @@ fn message_of(app: &AppId, reply: &[String]) -> StoreResult<Option<(u8, u64, Add
         cancelled_us: f.int("cancelled_us")?,
         expired_us: f.int("expired_us")?,
         global_message_id: f.take("global_message_id"),
+        bucket: f.take("bucket"),
     };
     let code = if code == "2" { 2 } else { 1 };
     Ok(Some((code, offset.max(0).unsigned_abs(), message)))
@@ -296,6 +308,7 @@ impl RedisStore {
                 m.created_us.to_string(),
                 optional(m.expires_us.map(|e| e.to_string()).as_deref()),
                 optional(m.global_message_id.as_deref()),
+                optional(m.bucket.as_deref()),
             ]);
         }
         let replies: Vec<Vec<String>> = self.script(&CREATE, &[], &args).await?;

@@ -323,6 +323,7 @@ mod tests {
             cancelled_us: None,
             expired_us: None,
             global_message_id: None,
+            bucket: None,
         };
         let first = redis
             .create_messages(std::slice::from_ref(&addressed))

@@ -19,7 +19,7 @@ use crate::stream::{Position, StreamKey, new_epoch};
 
 /// The columns `message_from_row` reads.
 pub(super) const COLUMNS: &str = "id, app, recipient, foreign_id, kind, body, topic, status, created_us, \
-     expires_us, delivered_us, cancelled_us, expired_us, global_message_id, stream_offset, delivered_via";
+     expires_us, delivered_us, cancelled_us, expired_us, global_message_id, stream_offset, delivered_via, bucket";
 
 fn conversion(i: usize, e: impl ToString) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.to_string().into())
@@ -52,6 +52,7 @@ pub(super) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<(u64, Addresse
         cancelled_us: row.get(11)?,
         expired_us: row.get(12)?,
         global_message_id: row.get(13)?,
+        bucket: row.get(16)?,
     };
     Ok((to_u64(row.get(14)?), message))
 }
@@ -98,8 +99,8 @@ fn insert(c: &Connection, m: &AddressedMessage) -> rusqlite::Result<Position> {
     };
     c.prepare_cached(
         "INSERT INTO messages (app, id, recipient, stream_offset, foreign_id, kind, body, topic,
-           status, created_us, expires_us, global_message_id)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?, ?, ?)",
+           status, created_us, expires_us, global_message_id, bucket)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?, ?, ?, ?)",
     )?
     .execute(params![
         m.app.as_str(),
@@ -113,6 +114,7 @@ fn insert(c: &Connection, m: &AddressedMessage) -> rusqlite::Result<Position> {
         m.created_us,
         m.expires_us,
         m.global_message_id,
+        m.bucket,
     ])?;
     webhooks::message_event(c, EventKind::Sent, m, m.created_us)?;
     Ok(position)

@@ -49,7 +49,7 @@ pub use live::SqliteLive;
 /// The durable schema, applied on every open (every statement is `IF NOT EXISTS`).
 pub const SCHEMA: &str = include_str!("../../../../schema.sql");
 /// The `schema_meta.schema_version` that `SCHEMA` is.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 /// Version 1 → 2, before `SCHEMA` runs: move the old message table aside (its indexes
 /// first, so the new ones can take their names); the edge registry moved to the live file.
 const MIGRATE_1_BEFORE: &str = "
@@ -267,16 +267,14 @@ fn apply_schema(conn: &Connection) -> anyhow::Result<()> {
         Some(v) if v > SCHEMA_VERSION => anyhow::bail!(
             "the database has schema version {v}, newer than this build's {SCHEMA_VERSION}"
         ),
-        Some(1) => {
-            tracing::info!("migrating the database from schema version 1 to 2");
-            conn.execute_batch(MIGRATE_1_BEFORE)?;
-            conn.execute_batch(SCHEMA)?;
-            conn.execute_batch(MIGRATE_1_AFTER)?;
-            migrate_2_to_3(conn)?;
-        }
-        Some(2) => {
-            tracing::info!("migrating the database from schema version 2 to 3");
-            migrate_2_to_3(conn)?;
+        Some(v) if v < SCHEMA_VERSION => {
+            tracing::info!("migrating the database from schema version {v} to {SCHEMA_VERSION}");
+            if v == 1 {
+                conn.execute_batch(MIGRATE_1_BEFORE)?;
+                conn.execute_batch(SCHEMA)?;
+                conn.execute_batch(MIGRATE_1_AFTER)?;
+            }
+            add_missing_columns(conn)?;
             conn.execute_batch(SCHEMA)?;
         }
         _ => conn.execute_batch(SCHEMA)?,
@@ -284,20 +282,25 @@ fn apply_schema(conn: &Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Version 2 → 3: messages say which channel delivered them, webhooks how their batches
-/// are written (`SCHEMA` adds the Web Push and PushPushGo tables).
-fn migrate_2_to_3(conn: &Connection) -> anyhow::Result<()> {
-    let has_via = conn
-        .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'delivered_via'")?
-        .exists([])?;
-    if !has_via {
-        conn.execute_batch("ALTER TABLE messages ADD COLUMN delivered_via TEXT;")?;
-    }
-    let has_format = conn
-        .prepare("SELECT 1 FROM pragma_table_info('webhooks') WHERE name = 'format'")?
-        .exists([])?;
-    if !has_format {
-        conn.execute_batch("ALTER TABLE webhooks ADD COLUMN format TEXT;")?;
+/// Columns added to existing tables since version 2, as `(table, column, type)`; tables
+/// added since are created by `SCHEMA` itself.
+const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+    // 3: which channel delivered a message, and how a webhook's batches are written.
+    ("messages", "delivered_via", "TEXT"),
+    ("webhooks", "format", "TEXT"),
+    // 4: the PushPushGo bucket that sent a message to a Herald user.
+    ("messages", "bucket", "TEXT"),
+];
+
+/// Adds each of `ADDED_COLUMNS` its table lacks (a database of version 2 or 3).
+fn add_missing_columns(conn: &Connection) -> anyhow::Result<()> {
+    for (table, column, kind) in ADDED_COLUMNS {
+        let present = conn
+            .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+            .exists([table, column])?;
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind};"))?;
+        }
     }
     Ok(())
 }
@@ -759,7 +762,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_version_2_database_gets_the_delivery_channel_column() {
+    async fn a_version_2_database_gets_the_columns_added_since() {
         let dir = tempfile::tempdir().unwrap();
         let config = config(&dir);
         drop(SqliteStore::open(&config).await.unwrap());
@@ -767,6 +770,7 @@ mod tests {
             .unwrap()
             .execute_batch(
                 "ALTER TABLE messages DROP COLUMN delivered_via;
+                 ALTER TABLE messages DROP COLUMN bucket;
                  ALTER TABLE webhooks DROP COLUMN format;
                  DROP TABLE webpush_jobs;
                  UPDATE schema_meta SET value = '2' WHERE key = 'schema_version';",
@@ -778,13 +782,13 @@ mod tests {
             .query_row(
                 "SELECT (SELECT value FROM schema_meta WHERE key = 'schema_version'),
                         (SELECT count(*) FROM pragma_table_info('messages')
-                         WHERE name = 'delivered_via'),
+                         WHERE name IN ('delivered_via', 'bucket')),
                         (SELECT count(*) FROM sqlite_master WHERE name = 'webpush_jobs')",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .unwrap();
-        assert_eq!((version.as_str(), columns, jobs), ("3", 1, 1));
+        assert_eq!((version.as_str(), columns, jobs), ("4", 2, 1));
     }
 
     #[tokio::test]

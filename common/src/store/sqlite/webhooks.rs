@@ -9,6 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{SqliteStore, limit_value, to_u64};
 use crate::ids::{AppId, UserId, new_message_id};
+use crate::store::buckets::callback_app;
 use crate::store::{
     AddressedMessage, Batch, BatchFormat, BatchOutcome, EventKind, OutboxLimits, StoreResult,
     Webhook, WebhookEvent, WebhookState, Webhooks,
@@ -53,27 +54,28 @@ fn insert_event(c: &Connection, e: &WebhookEvent, recorded_us: i64) -> rusqlite:
 }
 
 /// Records that `message` changed (`kind`) at `at_us`, inside the caller's transaction
-/// (the `Messages` transitions).
+/// (the `Messages` transitions): for its app's webhook, and for the callback of the
+/// PushPushGo bucket that sent it, if one did.
 pub(super) fn message_event(
     c: &Connection,
     kind: EventKind,
     message: &AddressedMessage,
     at_us: i64,
 ) -> rusqlite::Result<()> {
-    insert_event(
-        c,
-        &WebhookEvent {
+    let callback = message.bucket.as_deref().and_then(callback_app);
+    for app in std::iter::once(message.app.clone()).chain(callback) {
+        let event = WebhookEvent {
             id: new_message_id(),
-            app: message.app.clone(),
+            app,
             kind,
             message_id: Some(message.id.clone()),
             foreign_id: message.foreign_id.clone(),
             recipient: Some(message.recipient.clone()),
             at_us,
-        },
-        at_us,
-    )
-    .map(|_| ())
+        };
+        insert_event(c, &event, at_us)?;
+    }
+    Ok(())
 }
 
 const WEBHOOK_COLUMNS: &str =
