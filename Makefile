@@ -9,7 +9,7 @@ VENV := .venv
 # web-push-testing, a real Web Push service, goes into e2e/webpush/node_modules.
 REFERENCE := target/reference
 
-.PHONY: run run-redis test build venv reference bench clean
+.PHONY: run run-redis test build venv reference bench bench-stores clean
 
 run: build venv
 	etc/run.sh
@@ -51,6 +51,9 @@ e2e/webpush/node_modules/.installed: e2e/webpush/package-lock.json
 
 bench: build venv
 	bench/run.sh
+
+bench-stores: build venv
+	bench/stores.sh
 
 clean:
 	$(CARGO) clean

@@ -25,6 +25,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::hosts::{Host, Network};
 
 pub mod hosts;
+pub mod load;
 pub mod push_service;
 pub mod receiver;
 pub mod thunderpush;

@@ -4,6 +4,7 @@
 //! so the release build links and monomorphises the client stack once. Run one suite with
 //! a module filter, e.g. `cargo test --release -p e2e --test cluster webhooks::`.
 
+mod bench_smoke;
 mod circus;
 mod delivery;
 mod faults;
