@@ -251,6 +251,13 @@ pub struct MonitorConfig {
     /// Where the monitor keeps the token it presents to edges, so a restarted monitor
     /// reuses it instead of registering another.
     pub token_file: PathBuf,
+    /// Whether each round also sends a canary (SPEC §9): one message published through
+    /// the API (`api.public_url`) to the ephemeral channel `herald-canary`, which a socket
+    /// on every edge must receive within `check_timeout_ms`.
+    pub canary: bool,
+    /// The app whose key publishes the canary and signs the monitor's connection token;
+    /// empty: the first app with a key holding `channels:write` and `tokens:create`.
+    pub canary_app: String,
 }
 
 impl Default for MonitorConfig {
@@ -262,6 +269,8 @@ impl Default for MonitorConfig {
             failures_before_down: 2,
             prune_after_ms: 3_600_000,
             token_file: PathBuf::from("var/monitor.token"),
+            canary: true,
+            canary_app: String::new(),
         }
     }
 }
@@ -602,6 +611,12 @@ impl Config {
     }
 
     fn check_apps(&self, problems: &mut Vec<String>) {
+        let canary = &self.monitor.canary_app;
+        if !canary.is_empty() && !self.apps.iter().any(|a| &a.id == canary) {
+            problems.push(format!(
+                "monitor.canary_app: no app `{canary}` is configured"
+            ));
+        }
         let mut ids = HashSet::new();
         let mut keys = HashSet::new();
         let mut secrets = HashSet::new();

@@ -208,6 +208,17 @@ impl Proc {
         self.spawn();
     }
 
+    /// The environment variable `key` this process was started with.
+    pub fn env_var(&self, key: &str) -> Option<&str> {
+        self.env.get(key).map(String::as_str)
+    }
+
+    /// Restarts the process with `key=value` in its environment (e.g. a fault to inject).
+    pub fn restart_with(&mut self, key: &str, value: &str) {
+        self.env.insert(key.into(), value.into());
+        self.restart();
+    }
+
     /// The last lines of this process's log.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

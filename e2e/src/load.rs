@@ -219,13 +219,21 @@ struct Tally {
     stop: AtomicBool,
 }
 
-/// One socket's reader: latencies (µs) of first deliveries, until `tally.stop`.
-fn read_socket(
-    url: String,
-    tally: Arc<Tally>,
-    connected: Arc<Semaphore>,
-) -> tokio::task::JoinHandle<anyhow::Result<Vec<u32>>> {
-    tokio::spawn(async move {
+/// A socket's latencies (µs) of first deliveries, shared with its reader.
+type Samples = Arc<std::sync::Mutex<Vec<u32>>>;
+
+/// One running reader: its task (aborted at the end of a run) and its samples.
+struct Reader {
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    samples: Samples,
+}
+
+/// One socket's reader: records each first delivery's latency until it is aborted, with
+/// no timer per read so that the tool's own cost per frame stays small.
+fn read_socket(url: String, tally: Arc<Tally>, connected: Arc<Semaphore>) -> Reader {
+    let samples = Samples::default();
+    let mine = samples.clone();
+    let task = tokio::spawn(async move {
         let (ws, _) = tokio_tungstenite::connect_async(&url)
             .await
             .map_err(|e| anyhow::anyhow!("connecting {url}: {e}"))?;
@@ -233,18 +241,11 @@ fn read_socket(
         let (_sink, mut stream) = ws.split();
         let mut seen = HashSet::new();
         let mut warmed = false;
-        let mut samples = Vec::new();
-        loop {
-            let next = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
-            if tally.stop.load(Ordering::Relaxed) {
-                break;
-            }
+        while let Some(next) = stream.next().await {
             let text = match next {
-                Err(_) => continue,
-                Ok(Some(Ok(Message::Text(text)))) => text,
-                Ok(Some(Ok(_))) => continue,
-                Ok(Some(Err(e))) => anyhow::bail!("{url}: {e}"),
-                Ok(None) => anyhow::bail!("{url}: the server closed the socket"),
+                Ok(Message::Text(text)) => text,
+                Ok(_) => continue,
+                Err(e) => anyhow::bail!("{url}: {e}"),
             };
             let received = now_us();
             let Some((index, sent)) = marker(&text) else {
@@ -258,14 +259,20 @@ fn read_socket(
                 continue;
             }
             if seen.insert(index) {
-                samples.push(received.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
+                let latency = received.saturating_sub(sent).min(u64::from(u32::MAX)) as u32;
+                mine.lock().expect("samples lock").push(latency);
                 tally.deliveries.fetch_add(1, Ordering::Relaxed);
             } else {
                 tally.duplicates.fetch_add(1, Ordering::Relaxed);
             }
         }
-        Ok(samples)
-    })
+        if tally.stop.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            anyhow::bail!("{url}: the server closed the socket")
+        }
+    });
+    Reader { task, samples }
 }
 
 /// CPU ticks and RSS of server processes (the given pids and their descendants).
@@ -356,10 +363,7 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 
 /// Opens one reader per URL (at most `CONNECT_BATCH` handshakes at once); returns when
 /// every handshake finished.
-async fn open(
-    urls: Vec<String>,
-    tally: &Arc<Tally>,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<Vec<u32>>>>> {
+async fn open(urls: Vec<String>, tally: &Arc<Tally>) -> anyhow::Result<Vec<Reader>> {
     let mut readers = Vec::with_capacity(urls.len());
     for batch in urls.chunks(CONNECT_BATCH) {
         let connected = Arc::new(Semaphore::new(0));
@@ -375,13 +379,13 @@ async fn open(
             done = handshakes => { done.map_err(|_| anyhow::anyhow!("handshakes timed out"))??.forget(); }
             () = async {
                 loop {
-                    if started.iter().any(|h| h.is_finished()) { return; }
+                    if started.iter().any(|r| r.task.is_finished()) { return; }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             } => {
-                for handle in started {
-                    if handle.is_finished() {
-                        handle.await??;
+                for reader in started {
+                    if reader.task.is_finished() {
+                        reader.task.await??;
                     }
                 }
                 anyhow::bail!("a socket ended while connecting");
@@ -418,10 +422,10 @@ async fn warm_up(
     Ok(())
 }
 
-/// Waits until `expected` deliveries arrived or `DRAIN` passed, stops the readers, and
-/// gathers their samples (sorted).
+/// Waits until `expected` deliveries arrived or `DRAIN` passed, stops the readers (a
+/// reader that failed fails the run), and gathers their samples (sorted).
 async fn finish(
-    readers: Vec<tokio::task::JoinHandle<anyhow::Result<Vec<u32>>>>,
+    readers: Vec<Reader>,
     tally: &Tally,
     expected: u64,
 ) -> anyhow::Result<(Vec<u32>, Instant)> {
@@ -430,13 +434,24 @@ async fn finish(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let done = Instant::now();
+    let samples = stop(readers, tally).await?;
+    Ok((samples, done))
+}
+
+/// Ends every reader; their samples, sorted.
+async fn stop(readers: Vec<Reader>, tally: &Tally) -> anyhow::Result<Vec<u32>> {
     tally.stop.store(true, Ordering::Relaxed);
     let mut samples = Vec::new();
     for reader in readers {
-        samples.extend(reader.await??);
+        if reader.task.is_finished() {
+            reader.task.await??;
+        } else {
+            reader.task.abort();
+        }
+        samples.extend(reader.samples.lock().expect("samples lock").drain(..));
     }
     samples.sort_unstable();
-    Ok((samples, done))
+    Ok(samples)
 }
 
 fn latency_fields(report: &mut Report, samples: &[u32]) {
@@ -652,10 +667,7 @@ pub async fn connect(client: &Client, servers: &[i32], sockets: usize) -> anyhow
     let opened = started.elapsed().as_secs_f64();
     warm_up(client, std::slice::from_ref(&channel), &tally, sockets).await?;
     let after = usage(servers);
-    tally.stop.store(true, Ordering::Relaxed);
-    for reader in readers {
-        reader.await??;
-    }
+    stop(readers, &tally).await?;
     let mut report = Report::new();
     report.insert("target".into(), json!(client.target.name()));
     report.insert("scenario".into(), json!("connect"));

@@ -7,6 +7,16 @@
 //! `prune_after_ms`, deletes expired channel history and idempotency keys, moves
 //! addressed messages past their expiry from `PENDING` to `EXPIRED`, and removes
 //! PushPushGo buckets a week past their lifetime (with their callbacks).
+//!
+//! With `canary` on (the default) the check is end to end (SPEC §9): the monitor opens a
+//! native socket on every edge URL with a connection token it signs itself, following the
+//! ephemeral channel `herald-canary`, then publishes one message there through the API
+//! (`api.public_url`, with the canary app's key); an edge whose socket does not receive it
+//! within `check_timeout_ms` failed its check. The publish→receive time is the histogram
+//! `herald_monitor_canary_seconds{edge}`. When the API itself does not take the canary,
+//! the edges are judged by their handshake alone (an API outage must not mark every edge
+//! down). With `canary` off, the check is a handshake with the monitor's Mozilla token.
+//!
 //! It serves the last round as `/status` (JSON), `/` (a small HTML page), `/health` and
 //! `/metrics`.
 
@@ -16,30 +26,129 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use common::auth::{ApiKey, Apps};
 use common::clock::{now_us, us_to_secs};
 use common::config::{Config, MonitorConfig, ms};
 use common::http::ServeOptions;
+use common::ids::AppId;
+use common::jwt::{Claims, may_sign, sign};
 use common::metrics::Metrics;
 use common::store::buckets::{BUCKET_RETENTION_US, callback_app};
 use common::store::{NodeRecord, Queues, Stores};
 use common::token::{mozilla_token_id, new_mozilla_token, new_queue_id};
+use futures_util::StreamExt;
 use futures_util::future::join_all;
-use prometheus::{Histogram, IntCounterVec, IntGauge};
+use prometheus::{Histogram, HistogramVec, IntCounterVec, IntGauge};
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 mod web;
 
-/// The outcome of the last handshake check of one edge URL.
+/// The outcome of the last check of one edge URL.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     pub ok: bool,
+    /// The handshake's duration.
     pub latency_ms: Option<f64>,
     pub error: Option<String>,
     /// Seconds since the epoch.
     pub at: f64,
+    /// The canary: `ok` (received), `lost` (not within `check_timeout_ms`), `not_sent`
+    /// (the API did not take it, or no handshake), `off`.
+    pub canary: &'static str,
+    /// Publish→receive of the canary.
+    pub canary_ms: Option<f64>,
 }
+
+/// The ephemeral channel the canary goes through, and the user the monitor's socket is.
+pub const CANARY_CHANNEL: &str = "herald-canary";
+pub const CANARY_USER: &str = "herald-monitor";
+
+/// What the canary needs: where to publish and the key that publishes and signs.
+struct Canary {
+    app: AppId,
+    key: ApiKey,
+    publish_url: String,
+    http: reqwest::Client,
+}
+
+impl Canary {
+    /// The canary of `config`, if it is on and an app can send it.
+    fn of(config: &Config) -> Option<Canary> {
+        if !config.monitor.canary {
+            return None;
+        }
+        let apps = Apps::from_config(&config.apps);
+        let wanted = &config.monitor.canary_app;
+        let found = apps
+            .iter()
+            .filter(|a| wanted.is_empty() || a.id.as_str() == wanted)
+            .find_map(|app| {
+                let key = app
+                    .keys
+                    .iter()
+                    .find(|k| may_sign(k) && k.allows("channels:write"))?;
+                Some((app.id.clone(), key.clone()))
+            });
+        let Some((app, key)) = found else {
+            tracing::warn!(
+                "no app has a key with channels:write and tokens:create: the monitor checks edges by handshake only"
+            );
+            return None;
+        };
+        Some(Canary {
+            app,
+            key,
+            publish_url: format!(
+                "{}/api/v1/channels/{CANARY_CHANNEL}/messages",
+                config.api.base_url()
+            ),
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// A connection token for the monitor's sockets, valid a few minutes.
+    fn token(&self) -> Result<String, String> {
+        let now = now_us();
+        let claims = Claims {
+            sub: CANARY_USER.into(),
+            app: self.app.to_string(),
+            channels: vec![CANARY_CHANNEL.into()],
+            topics: Vec::new(),
+            origin: None,
+            sip: None,
+            publish: false,
+            ack: false,
+            exp: us_to_secs(now) + 300.0,
+            iat: Some(us_to_secs(now)),
+            nbf: None,
+        };
+        sign(&self.key, &claims).map_err(|e| e.to_string())
+    }
+
+    /// Publishes canary `id`; why not, if the API did not take it.
+    async fn publish(&self, id: &str, timeout: Duration) -> Result<(), String> {
+        let answer = self
+            .http
+            .post(&self.publish_url)
+            .bearer_auth(String::from_utf8_lossy(self.key.secret()))
+            .json(&serde_json::json!({ "data": { "canary": id } }))
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| format!("the API did not take the canary: {e}"))?;
+        if answer.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("the API answered the canary {}", answer.status()))
+        }
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// One edge as `/status` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -67,8 +176,11 @@ struct MonitorState {
     store: Stores,
     config: MonitorConfig,
     node_ttl_us: i64,
-    /// The monitor's own Mozilla token, presented on every handshake.
+    /// The monitor's own Mozilla token, presented on every handshake without a canary.
     token: String,
+    canary: Option<Canary>,
+    canaries: IntCounterVec,
+    canary_latency: HistogramVec,
     checks: RwLock<BTreeMap<String, Check>>,
     snapshot: RwLock<Snapshot>,
     metrics: Metrics,
@@ -98,6 +210,17 @@ pub async fn bind(config: &Config) -> anyhow::Result<Monitor> {
         node_ttl_us: i64::try_from(config.cluster.node_ttl_ms.saturating_mul(1000))
             .unwrap_or(i64::MAX),
         token,
+        canary: Canary::of(config),
+        canaries: metrics.counter_vec(
+            "canaries_total",
+            "Canary messages by outcome per edge (ok, lost, not_sent).",
+            &["outcome"],
+        ),
+        canary_latency: metrics.latency_vec(
+            "canary_seconds",
+            "Canary publish (API) to receipt on a socket of the edge, per edge URL.",
+            &["edge"],
+        ),
         checks: RwLock::new(BTreeMap::new()),
         snapshot: RwLock::new(Snapshot::default()),
         check_outcomes: metrics.counter_vec(
@@ -282,7 +405,7 @@ async fn round(state: &MonitorState) {
         .collect();
     urls.sort_unstable();
     urls.dedup();
-    let results = join_all(urls.iter().map(|url| check(state, url))).await;
+    let results = check_all(state, &urls).await;
     for (url, result) in urls.iter().zip(results) {
         if let Err(e) = state
             .store
@@ -300,39 +423,160 @@ async fn round(state: &MonitorState) {
     publish(state, nodes, now, "ok".into());
 }
 
-/// A real WebSocket handshake against `url`'s Mozilla endpoint.
-async fn check(state: &MonitorState, url: &str) -> Check {
-    let started = Instant::now();
-    let target = format!("{url}/socket?token={}", state.token);
-    let attempt = tokio::time::timeout(
-        ms(state.config.check_timeout_ms),
-        tokio_tungstenite::connect_async(target),
-    )
-    .await;
-    let error = match attempt {
-        Ok(Ok((mut socket, _))) => {
-            let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(None)).await;
-            None
-        }
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(_) => Some(format!(
-            "no handshake within {} ms",
-            state.config.check_timeout_ms
-        )),
+/// Checks every URL: by handshake alone, or (with the canary) a socket on each and one
+/// canary through the API that each must receive.
+async fn check_all(state: &MonitorState, urls: &[&str]) -> Vec<Check> {
+    let timeout = ms(state.config.check_timeout_ms);
+    let Some(canary) = &state.canary else {
+        return join_all(urls.iter().map(|url| async move {
+            let target = format!("{url}/socket?token={}", state.token);
+            let result = match handshake(&target, timeout, false).await {
+                Ok((mut socket, took)) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(None)).await;
+                    Ok(took)
+                }
+                Err(e) => Err(e),
+            };
+            record(state, url, result, "off", None)
+        }))
+        .await;
     };
-    let elapsed = started.elapsed();
-    let outcome = if error.is_none() { "ok" } else { "failed" };
-    state.check_outcomes.with_label_values(&[outcome]).inc();
-    if error.is_none() {
-        state.check_latency.observe(elapsed.as_secs_f64());
+    let token = match canary.token() {
+        Ok(token) => token,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot sign the canary token");
+            return urls
+                .iter()
+                .map(|url| record(state, url, Err(e.clone()), "not_sent", None))
+                .collect();
+        }
+    };
+    let targets: Vec<String> = urls
+        .iter()
+        .map(|url| format!("{url}/ws?token={token}"))
+        .collect();
+    let opened = join_all(targets.iter().map(|t| handshake(t, timeout, true))).await;
+    let id = common::token::random_hex(16);
+    let sent = Instant::now();
+    let published = if opened.iter().any(Result::is_ok) {
+        canary.publish(&id, timeout).await
     } else {
-        tracing::warn!(%url, error = error.as_deref().unwrap_or(""), "edge check failed");
+        Err("no edge took a socket".into())
+    };
+    if let Err(e) = &published {
+        tracing::warn!(error = %e, "canary not sent; edges judged by their handshake");
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    join_all(urls.iter().zip(opened).map(|(url, opened)| {
+        let (id, published) = (&id, published.is_ok());
+        async move {
+            let (mut socket, took) = match opened {
+                Ok(opened) => opened,
+                Err(e) => return record(state, url, Err(e), "not_sent", None),
+            };
+            let outcome = if published {
+                match tokio::time::timeout_at(deadline, receive_canary(&mut socket, id)).await {
+                    Ok(true) => Some(sent.elapsed()),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(None)).await;
+            match (published, outcome) {
+                (false, _) => record(state, url, Ok(took), "not_sent", None),
+                (true, Some(latency)) => record(state, url, Ok(took), "ok", Some(latency)),
+                (true, None) => record(
+                    state,
+                    url,
+                    Err(format!(
+                        "the canary did not arrive within {} ms",
+                        state.config.check_timeout_ms
+                    )),
+                    "lost",
+                    None,
+                ),
+            }
+        }
+    }))
+    .await
+}
+
+/// A WebSocket handshake with `target` within `timeout` (and the native welcome frame, when
+/// `welcome`): the socket and how long the handshake took.
+async fn handshake(
+    target: &str,
+    timeout: Duration,
+    welcome: bool,
+) -> Result<(Socket, Duration), String> {
+    let started = Instant::now();
+    let opened = async {
+        let (mut socket, _) = tokio_tungstenite::connect_async(target)
+            .await
+            .map_err(|e| e.to_string())?;
+        let took = started.elapsed();
+        if welcome {
+            loop {
+                match socket.next().await {
+                    Some(Ok(Message::Text(text))) if text.contains("\"welcome\"") => break,
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Err(e.to_string()),
+                    None => return Err("the edge closed the socket before its welcome".into()),
+                }
+            }
+        }
+        Ok((socket, took))
+    };
+    tokio::time::timeout(timeout, opened)
+        .await
+        .unwrap_or_else(|_| Err(format!("no handshake within {} ms", timeout.as_millis())))
+}
+
+/// Reads `socket` until canary `id` arrives (true) or the socket ends (false).
+async fn receive_canary(socket: &mut Socket, id: &str) -> bool {
+    while let Some(Ok(frame)) = socket.next().await {
+        if let Message::Text(text) = frame
+            && let Ok(frame) = serde_json::from_str::<serde_json::Value>(&text)
+            && frame["type"] == "message"
+            && frame["data"]["canary"] == id
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Counts one URL's check (`result`: the handshake's duration or why it failed) and its
+/// canary, and makes its `Check`.
+fn record(
+    state: &MonitorState,
+    url: &str,
+    result: Result<Duration, String>,
+    canary: &'static str,
+    canary_latency: Option<Duration>,
+) -> Check {
+    let outcome = if result.is_ok() { "ok" } else { "failed" };
+    state.check_outcomes.with_label_values(&[outcome]).inc();
+    if canary != "off" {
+        state.canaries.with_label_values(&[canary]).inc();
+    }
+    if let Some(latency) = canary_latency {
+        state
+            .canary_latency
+            .with_label_values(&[url])
+            .observe(latency.as_secs_f64());
+    }
+    match &result {
+        Ok(took) => state.check_latency.observe(took.as_secs_f64()),
+        Err(e) => tracing::warn!(%url, error = %e, "edge check failed"),
     }
     Check {
-        ok: error.is_none(),
-        latency_ms: error.is_none().then_some(elapsed.as_secs_f64() * 1e3),
-        error,
+        ok: result.is_ok(),
+        latency_ms: result.as_ref().ok().map(|d| d.as_secs_f64() * 1e3),
+        error: result.err(),
         at: us_to_secs(now_us()),
+        canary,
+        canary_ms: canary_latency.map(|d| d.as_secs_f64() * 1e3),
     }
 }
 

@@ -72,15 +72,20 @@ fn render_html(snapshot: &Snapshot) -> String {
                 (Some(e), _) => escape(e),
                 _ => "-".into(),
             });
+            let canary = n.last_check.as_ref().map_or("-".to_owned(), |c| match c.canary_ms {
+                Some(ms) => format!("{ms:.1} ms"),
+                None => c.canary.to_owned(),
+            });
             format!(
-                "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ms</td><td>{}</td></tr>",
+                "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ms</td><td>{}</td><td>{}</td></tr>",
                 if n.healthy { "up" } else { "down" },
                 escape(&n.id),
                 escape(&n.url),
                 if n.healthy { "healthy" } else { "down" },
                 n.connections,
                 n.heartbeat_age_ms,
-                check
+                check,
+                canary
             )
         })
         .collect();
@@ -89,7 +94,7 @@ fn render_html(snapshot: &Snapshot) -> String {
          <meta http-equiv=\"refresh\" content=\"5\"><style>body{{font-family:sans-serif}}\
          td,th{{padding:4px 10px;text-align:left}}.up{{color:#060}}.down{{color:#a00}}</style></head>\
          <body><h1>Herald edges</h1><p>Store: {}. Last round at {:.0}.</p><table>\
-         <tr><th>node</th><th>url</th><th>state</th><th>sockets</th><th>heartbeat age</th><th>last check</th></tr>\
+         <tr><th>node</th><th>url</th><th>state</th><th>sockets</th><th>heartbeat age</th><th>last check</th><th>canary</th></tr>\
          {rows}</table><p><a href=\"/status\">JSON</a> · <a href=\"/metrics\">metrics</a></p></body></html>",
         escape(&snapshot.store),
         snapshot.round_at

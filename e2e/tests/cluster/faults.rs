@@ -1,7 +1,8 @@
 //! Fault tests on real processes: kill -9 of the router while publishing (nothing
 //! acknowledged is lost, nothing is delivered twice), an API process riding out a router
-//! restart, an edge killed and dropped from `/nodes/` by the monitor, and an edge draining
-//! on SIGTERM with close code 1001.
+//! restart, an edge killed and dropped from `/nodes/` by the monitor, an edge cut off from
+//! the routers caught by the monitor's canary, and an edge draining on SIGTERM with close
+//! code 1001.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -127,6 +128,95 @@ async fn a_killed_edge_is_dropped_from_nodes_by_the_monitor() {
             .any(|n| n["healthy"] == true),
         "{status}"
     );
+}
+
+/// The monitor's canary (SPEC §9) goes API → router → edge → socket each round: an edge
+/// that still accepts sockets but receives nothing from the routers passes a handshake
+/// check, fails the canary, and is marked down until it is reconnected.
+#[tokio::test]
+async fn the_canary_marks_down_an_edge_that_accepts_sockets_but_delivers_nothing() {
+    let mut cluster = Cluster::start(Options {
+        edges: 2,
+        monitor: true,
+        env: &[("CLUSTER__NODE_TTL_MS", "600000")],
+        ..Options::default()
+    })
+    .await;
+    let status_url = format!("{}/status", cluster.monitor_url());
+    let (good, cut) = (cluster.edge_url(0), cluster.edge_url(1));
+    let status = || async {
+        let status: Value = reqwest::get(&status_url).await.ok()?.json().await.ok()?;
+        Some(status)
+    };
+    let node = |status: &Value, url: &str| {
+        status["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["url"] == url).cloned())
+    };
+    let canary_ok = |status: &Value, url: &str| {
+        node(status, url).is_some_and(|n| {
+            n["healthy"] == true
+                && n["last_check"]["canary"] == "ok"
+                && n["last_check"]["canary_ms"]
+                    .as_f64()
+                    .is_some_and(|ms| ms > 0.0)
+        })
+    };
+    eventually("a canary through both edges", DEADLINE, || async {
+        let s = status().await?;
+        (canary_ok(&s, &good) && canary_ok(&s, &cut)).then_some(())
+    })
+    .await;
+    let metrics = reqwest::get(format!("{}/metrics", cluster.monitor_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for url in [&good, &cut] {
+        let series = format!("herald_monitor_canary_seconds_count{{edge=\"{url}\"}}");
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
+    let page = reqwest::get(cluster.monitor_url())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<th>canary</th>"), "{page}");
+
+    // Edge 1 restarted with its router subscription pointing nowhere: handshakes succeed.
+    let key = "HERALD__CLUSTER__ROUTER_PUB";
+    let routers = cluster.edges[1].env_var(key).unwrap().to_owned();
+    let nowhere = format!("[\"tcp://127.0.0.1:{}\"]", e2e::free_port());
+    cluster.edges[1].restart_with(key, &nowhere);
+    let down = eventually(
+        "the cut-off edge marked down by its canary",
+        DEADLINE,
+        || async {
+            let s = status().await?;
+            let n = node(&s, &cut)?;
+            (n["last_check"]["canary"] == "lost" && n["healthy"] == false).then_some(s)
+        },
+    )
+    .await;
+    assert!(canary_ok(&down, &good), "the other edge stays up: {down}");
+    let nodes_url = format!("{}/nodes/", cluster.api_url());
+    let only_good = vec![cluster.edge_node(0)];
+    eventually("only the good edge in /nodes/", DEADLINE, || async {
+        let body: Value = reqwest::get(&nodes_url).await.ok()?.json().await.ok()?;
+        let nodes: Vec<String> = serde_json::from_value(body["nodes"].clone()).ok()?;
+        (nodes == only_good).then_some(())
+    })
+    .await;
+
+    // Reconnected, it passes the canary and is back.
+    cluster.edges[1].restart_with(key, &routers);
+    eventually("the reconnected edge back up", DEADLINE, || async {
+        let s = status().await?;
+        canary_ok(&s, &cut).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
