@@ -17,6 +17,15 @@ if [ "$ini" = etc/circus-redis.ini ]; then
     state="state in Redis on 127.0.0.1:6390, data in var/redis/"
 fi
 
+# The cluster's ports must be free: otherwise another cluster would answer the health
+# checks below while this one's circusd fails to bind.
+for port in 5001 8888 5555 5556; do
+    if python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.3); sys.exit(0 if s.connect_ex(('127.0.0.1', $port)) == 0 else 1)"; then
+        echo "port $port on 127.0.0.1 is in use (is another Herald cluster running?): stop it first" >&2
+        exit 1
+    fi
+done
+
 # Own session, so Ctrl-C reaches only this script, which then stops circusd in order.
 setsid .venv/bin/circusd "$ini" &
 circusd=$!

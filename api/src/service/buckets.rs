@@ -410,6 +410,8 @@ pub struct ReceiverInput {
     pub p256dh: Option<String>,
     pub auth: Option<String>,
     pub user: Option<String>,
+    /// `<field>: <what>` for each field given with the wrong JSON type.
+    pub malformed: Vec<String>,
 }
 
 /// What one receiver of a send becomes.
@@ -471,6 +473,13 @@ fn plan(
     now: i64,
     expires_us: i64,
 ) -> Result<Planned, Vec<String>> {
+    if !receiver.malformed.is_empty() {
+        return Err(receiver
+            .malformed
+            .iter()
+            .map(|e| format!("{prefix}{e}"))
+            .collect());
+    }
     if let Some(foreign_id) = &receiver.foreign_id
         && foreign_id.len() > MAX_LABEL
     {

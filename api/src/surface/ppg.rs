@@ -380,23 +380,30 @@ fn receiver(value: &Value) -> ReceiverInput {
         return ReceiverInput::default();
     };
     let keys = object.get("keys").and_then(Value::as_object);
-    let text = |name: &str| {
-        object
-            .get(name)
-            .or_else(|| keys.and_then(|k| k.get(name)))
-            .and_then(|v| match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            })
+    let mut malformed = Vec::new();
+    let mut text = |name: &str| match object.get(name).or_else(|| keys.and_then(|k| k.get(name))) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        None | Some(Value::Null) => None,
+        Some(_) => {
+            malformed.push(format!("{name}: must be a string"));
+            None
+        }
     };
+    let credential_id = text("credentialId");
+    let foreign_id = text("foreignId");
+    let endpoint = text("endpoint");
+    let p256dh = text("p256dh");
+    let auth = text("auth");
+    let user = text("user");
     ReceiverInput {
-        credential_id: text("credentialId"),
-        foreign_id: text("foreignId"),
-        endpoint: text("endpoint"),
-        p256dh: text("p256dh"),
-        auth: text("auth"),
-        user: text("user"),
+        credential_id,
+        foreign_id,
+        endpoint,
+        p256dh,
+        auth,
+        user,
+        malformed,
     }
 }
 

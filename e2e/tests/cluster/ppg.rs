@@ -623,14 +623,15 @@ async fn herald_users_get_bucket_sends_on_their_socket_and_the_callback_hears_of
                 {"user": "bob", "foreignId": "fb"},
                 {"user": ""},
                 {"user": "alice", "endpoint": "https://x.example/1"},
-                {"user": "alice", "foreignId": "f".repeat(300)}]}),
+                {"user": "alice", "foreignId": "f".repeat(300)},
+                {"user": true}]}),
         )
         .await;
     assert_eq!(status, 200, "{sent}");
     let results = sent["results"].as_array().unwrap();
     let id = |i: usize| results[i]["messageId"].as_str().unwrap().to_owned();
     let (to_alice, to_bob) = (id(0), id(1));
-    for (i, field) in [(2, "user"), (3, "endpoint"), (4, "foreignId")] {
+    for (i, field) in [(2, "user"), (3, "endpoint"), (4, "foreignId"), (5, "user")] {
         let error = results[i]["errors"][0].as_str().unwrap_or("");
         assert!(
             results[i]["messageId"].is_null()
