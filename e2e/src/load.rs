@@ -528,23 +528,43 @@ pub async fn fanout(
     let (samples, done) = finish(readers, &tally, expected).await?;
     let after = usage(servers);
     let elapsed = done.duration_since(started).as_secs_f64().max(1e-6);
+    let mut report = head(
+        &client,
+        "fanout",
+        json!({"subscribers": subscribers, "rate": rate, "seconds": seconds,
+               "offered_per_s": round(count as f64 / publishing.as_secs_f64().max(1e-6)),
+               "expected": expected,
+               "deliveries_per_s": round(samples.len() as f64 / elapsed)}),
+    );
+    let failed = failed.load(Ordering::Relaxed);
+    outcome(&mut report, (published, failed), expected, &samples, &tally);
+    server_fields(&mut report, before, after, published);
+    Ok(report)
+}
+
+/// The start of a report: the target, the scenario and its own fields (an object).
+fn head(client: &Client, scenario: &str, fields: Value) -> Report {
     let mut report = Report::new();
     report.insert("target".into(), json!(client.target.name()));
-    report.insert("scenario".into(), json!("fanout"));
-    report.insert("subscribers".into(), json!(subscribers));
-    report.insert("rate".into(), json!(rate));
-    report.insert("seconds".into(), json!(seconds));
+    report.insert("scenario".into(), json!(scenario));
+    if let Value::Object(fields) = fields {
+        report.extend(fields);
+    }
+    report
+}
+
+/// What every delivering scenario reports: publishes made and failed, deliveries against
+/// `expected`, lost and duplicated ones, and the latency percentiles.
+fn outcome(
+    report: &mut Report,
+    (published, failed): (u64, u64),
+    expected: u64,
+    samples: &[u32],
+    tally: &Tally,
+) {
     report.insert("published".into(), json!(published));
-    report.insert(
-        "publish_failed".into(),
-        json!(failed.load(Ordering::Relaxed)),
-    );
-    report.insert(
-        "offered_per_s".into(),
-        json!(round(count as f64 / publishing.as_secs_f64().max(1e-6))),
-    );
+    report.insert("publish_failed".into(), json!(failed));
     report.insert("deliveries".into(), json!(samples.len()));
-    report.insert("expected".into(), json!(expected));
     report.insert(
         "lost".into(),
         json!(expected.saturating_sub(samples.len() as u64)),
@@ -553,13 +573,7 @@ pub async fn fanout(
         "duplicates".into(),
         json!(tally.duplicates.load(Ordering::Relaxed)),
     );
-    report.insert(
-        "deliveries_per_s".into(),
-        json!(round(samples.len() as f64 / elapsed)),
-    );
-    latency_fields(&mut report, &samples);
-    server_fields(&mut report, before, after, published);
-    Ok(report)
+    latency_fields(report, samples);
 }
 
 fn server_fields(report: &mut Report, before: Usage, after: Usage, published: u64) {
@@ -621,31 +635,20 @@ pub async fn throughput(
     let published = published.load(Ordering::Relaxed);
     let (samples, _) = finish(readers, &tally, published).await?;
     let after = usage(servers);
-    let mut report = Report::new();
-    report.insert("target".into(), json!(client.target.name()));
-    report.insert("scenario".into(), json!("throughput"));
-    report.insert("channels".into(), json!(channels));
-    report.insert("in_flight".into(), json!(in_flight));
-    report.insert("seconds".into(), json!(seconds));
-    report.insert("published".into(), json!(published));
-    report.insert(
-        "publish_failed".into(),
-        json!(failed.load(Ordering::Relaxed)),
+    let mut report = head(
+        client,
+        "throughput",
+        json!({"channels": channels, "in_flight": in_flight, "seconds": seconds,
+               "publishes_per_s": round(published as f64 / publishing)}),
     );
-    report.insert(
-        "publishes_per_s".into(),
-        json!(round(published as f64 / publishing)),
+    let failed = failed.load(Ordering::Relaxed);
+    outcome(
+        &mut report,
+        (published, failed),
+        published,
+        &samples,
+        &tally,
     );
-    report.insert("deliveries".into(), json!(samples.len()));
-    report.insert(
-        "lost".into(),
-        json!(published.saturating_sub(samples.len() as u64)),
-    );
-    report.insert(
-        "duplicates".into(),
-        json!(tally.duplicates.load(Ordering::Relaxed)),
-    );
-    latency_fields(&mut report, &samples);
     server_fields(&mut report, before, after, published);
     Ok(report)
 }
@@ -668,22 +671,15 @@ pub async fn connect(client: &Client, servers: &[i32], sockets: usize) -> anyhow
     warm_up(client, std::slice::from_ref(&channel), &tally, sockets).await?;
     let after = usage(servers);
     stop(readers, &tally).await?;
-    let mut report = Report::new();
-    report.insert("target".into(), json!(client.target.name()));
-    report.insert("scenario".into(), json!("connect"));
-    report.insert("sockets".into(), json!(sockets));
-    report.insert("connect_s".into(), json!(round(opened)));
-    report.insert(
-        "connects_per_s".into(),
-        json!(round(sockets as f64 / opened.max(1e-6))),
-    );
-    report.insert(
-        "rss_per_socket".into(),
-        json!(after.rss_bytes.saturating_sub(before.rss_bytes) / sockets.max(1) as u64),
-    );
-    report.insert("server_rss_before".into(), json!(before.rss_bytes));
-    report.insert("server_rss_after".into(), json!(after.rss_bytes));
-    Ok(report)
+    let per_socket = after.rss_bytes.saturating_sub(before.rss_bytes) / sockets.max(1) as u64;
+    Ok(head(
+        client,
+        "connect",
+        json!({"sockets": sockets, "connect_s": round(opened),
+               "connects_per_s": round(sockets as f64 / opened.max(1e-6)),
+               "rss_per_socket": per_socket,
+               "server_rss_before": before.rss_bytes, "server_rss_after": after.rss_bytes}),
+    ))
 }
 
 #[cfg(test)]
