@@ -10,6 +10,7 @@ mod delivery;
 mod faults;
 mod graphql;
 mod messages;
+mod metrics;
 mod mozilla_api;
 mod native;
 mod openapi;
