@@ -3,6 +3,8 @@
 //! each exposed metric is documented with its type and carries only documented labels,
 //! and each documented unlabelled metric is exposed — so the page stays the one place the
 //! names are listed, and no label can carry an unbounded value the page does not name.
+//! The Grafana dashboard (etc/grafana/herald.json) may use only documented metrics, and
+//! etc/prometheus.yml must scrape every process of circus.ini.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,6 +14,8 @@ use e2e::{Cluster, DEADLINE, Options, Socket, eventually};
 use serde_json::Value;
 
 const PAGE: &str = include_str!("../../../docs/metrics.md");
+const DASHBOARD: &str = include_str!("../../../etc/grafana/herald.json");
+const SCRAPE: &str = include_str!("../../../etc/prometheus.yml");
 
 /// `name → (type, labels)` from the page's table rows.
 fn documented() -> BTreeMap<String, (String, BTreeSet<String>)> {
@@ -138,5 +142,44 @@ async fn every_process_exposes_the_documented_metrics_and_labels_only() {
             _ => "herald_monitor_canary_seconds",
         };
         assert!(types.contains_key(exercised), "{exercised} after traffic");
+    }
+}
+
+#[test]
+fn the_dashboard_uses_documented_metrics_and_the_scrape_config_covers_every_process() {
+    let docs = documented();
+    let dashboard: Value = serde_json::from_str(DASHBOARD).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10, "{} panels", panels.len());
+    let mut used = BTreeSet::new();
+    for target in panels.iter().flat_map(|p| p["targets"].as_array().unwrap()) {
+        let expr = target["expr"].as_str().unwrap();
+        for (at, _) in expr.match_indices("herald_") {
+            let name: String = expr[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| docs.contains_key(*f)))
+                .unwrap_or(&name)
+                .to_owned();
+            assert!(
+                docs.contains_key(&family),
+                "{name} in the dashboard is not documented"
+            );
+            used.insert(family);
+        }
+    }
+    for process in ["api", "websockets", "router", "monitor"] {
+        assert!(
+            used.iter()
+                .any(|n| n.starts_with(&format!("herald_{process}_"))),
+            "the dashboard shows nothing of {process}"
+        );
+    }
+    // The circus layout's ports (circus.ini, etc/herald.toml), each scraped.
+    for port in ["5001", "8888", "5004", "5003"] {
+        assert!(SCRAPE.contains(&format!("127.0.0.1:{port}")), "port {port}");
     }
 }
