@@ -6,8 +6,10 @@
 //! thing done by Herald.
 //!
 //! Claims: `sub` (user), `app`, `channels` (names or `prefix*` patterns), `topics`,
-//! `origin`, `sip` (source IP), `pub` (may publish), `ack` (at-least-once), `exp`, `iat`,
-//! `nbf` (NumericDate: seconds since the epoch, possibly fractional, RFC 7519 §2). Herald
+//! `origin`, `sip` (source IP), `pub` (may publish), `ack` (at-least-once), `probe` (a
+//! monitoring socket: no presence, no `connected`/`disconnected` events, not a broadcast
+//! recipient — what the monitor's canary uses), `exp`, `iat`, `nbf` (NumericDate: seconds
+//! since the epoch, possibly fractional, RFC 7519 §2). Herald
 //! writes `iat` with microseconds, so a force logout can tell a token minted just before
 //! it from one minted just after.
 
@@ -53,6 +55,9 @@ pub struct Claims {
     pub publish: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     pub ack: bool,
+    /// A monitoring socket, invisible to the app (no presence, events or broadcasts).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub probe: bool,
     pub exp: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<f64>,
@@ -75,6 +80,8 @@ pub struct Grant {
     pub source_ip: Option<IpAddr>,
     pub publish: bool,
     pub ack: bool,
+    /// A monitoring socket: no presence, no socket events, no broadcasts.
+    pub probe: bool,
     /// Microseconds since the epoch; 0 when the token has no `iat`.
     pub issued_us: i64,
     pub expires_us: i64,
@@ -197,6 +204,7 @@ fn grant(app: &App, claims: Claims) -> Result<Grant, TokenError> {
         source_ip,
         publish: claims.publish,
         ack: claims.ack,
+        probe: claims.probe,
         issued_us: claims.iat.and_then(crate::clock::secs_to_us).unwrap_or(0),
         expires_us: crate::clock::secs_to_us(claims.exp).unwrap_or(i64::MAX),
     })
@@ -231,6 +239,7 @@ mod tests {
             sip: Some("127.0.0.1".into()),
             publish: true,
             ack: false,
+            probe: false,
             exp,
             iat: Some(100.25),
             nbf: None,

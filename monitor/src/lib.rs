@@ -121,6 +121,7 @@ impl Canary {
             sip: None,
             publish: false,
             ack: false,
+            probe: true,
             exp: us_to_secs(now) + 300.0,
             iat: Some(us_to_secs(now)),
             nbf: None,

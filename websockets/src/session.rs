@@ -90,7 +90,7 @@ impl Session {
     }
 
     fn presence_key(&self, channel: Option<&ChannelName>) -> Option<Key> {
-        let grant = self.grant()?;
+        let grant = self.grant().filter(|g| !g.probe)?;
         Some(Key {
             app: grant.app.clone(),
             user: grant.user.clone(),
@@ -121,7 +121,7 @@ impl Session {
     /// Unregisters the socket and takes its presence back.
     pub fn close(self, edge: &EdgeState) {
         edge.unregister(&self.conn);
-        if let Some(grant) = self.grant() {
+        if let Some(grant) = self.grant().filter(|g| !g.probe) {
             edge.socket_event(grant, EventKind::Disconnected);
             if let Some(topics) = &self.topics {
                 edge.members.remove(&grant.app, &grant.user, topics);
@@ -201,7 +201,9 @@ impl EdgeState {
         self.hub
             .subscribe(&conn, &StreamKey::broadcast(&grant.app), None);
         let topics: Arc<[String]> = Arc::from(grant.topics.clone());
-        self.members.add(&grant.app, &grant.user, topics.clone());
+        if !grant.probe {
+            self.members.add(&grant.app, &grant.user, topics.clone());
+        }
         let inbox_head = heads.get(&inbox).cloned();
         self.follow(&conn, &inbox, inbox_head.as_ref());
         let mut session = Session {
@@ -215,7 +217,7 @@ impl EdgeState {
         if let Some(user) = session.presence_key(None) {
             self.presence.add(user);
         }
-        if let Some(grant) = session.grant() {
+        if let Some(grant) = session.grant().filter(|g| !g.probe) {
             self.socket_event(grant, EventKind::Connected);
         }
         for (channel, key) in listed {

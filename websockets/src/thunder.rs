@@ -287,6 +287,7 @@ fn trusted_grant(app: common::ids::AppId, user: UserId) -> Grant {
         source_ip: None,
         publish: false,
         ack: false,
+        probe: false,
         issued_us: now_us(),
         expires_us: i64::MAX,
     }

@@ -89,6 +89,7 @@ impl Services {
             sip: request.source_ip.map(|ip| ip.to_string()),
             publish: request.publish,
             ack: request.ack,
+            probe: false,
             exp: (expires_us / 1_000_000) as f64,
             iat: Some(us_to_secs(now)),
             nbf: None,
