@@ -256,7 +256,7 @@ pub struct MonitorConfig {
     /// on every edge must receive within `check_timeout_ms`.
     pub canary: bool,
     /// The app whose key publishes the canary and signs the monitor's connection token;
-    /// empty: the first app with a key holding `channels:write` and `tokens:create`.
+    /// empty: the first app with a key holding `messages:send` and `tokens:create`.
     pub canary_app: String,
 }
 

@@ -89,12 +89,12 @@ impl Canary {
                 let key = app
                     .keys
                     .iter()
-                    .find(|k| may_sign(k) && k.allows("channels:write"))?;
+                    .find(|k| may_sign(k) && k.allows("messages:send"))?;
                 Some((app.id.clone(), key.clone()))
             });
         let Some((app, key)) = found else {
             tracing::warn!(
-                "no app has a key with channels:write and tokens:create: the monitor checks edges by handshake only"
+                "no app has a key with messages:send and tokens:create: the monitor checks edges by handshake only"
             );
             return None;
         };
