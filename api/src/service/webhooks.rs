@@ -190,20 +190,8 @@ impl Services {
             .filter(|m| &m.recipient == user)
             .ok_or_else(|| ServiceError::not_found("message", "No such message for this user."))?;
         // A message a PushPushGo bucket sent: its callback hears of it too.
-        let callback = message
-            .bucket
-            .as_deref()
-            .and_then(common::store::buckets::callback_app);
-        for to in std::iter::once(app.clone()).chain(callback) {
-            self.record_event(
-                &to,
-                user,
-                kind,
-                Some(message.id.clone()),
-                message.foreign_id.clone(),
-            )
-            .await?;
-        }
+        let events = message.webhook_events(kind, now_us());
+        self.stores.webhooks.record_events(&events).await?;
         Ok(())
     }
 
@@ -215,30 +203,14 @@ impl Services {
         user: &UserId,
         kind: EventKind,
     ) -> ServiceResult<()> {
-        self.record_event(app, user, kind, None, None).await?;
-        Ok(())
-    }
-}
-
-impl Services {
-    /// Records one event about `user` (and a message) happening now, for the webhook if it
-    /// wants the kind.
-    async fn record_event(
-        &self,
-        app: &AppId,
-        user: &UserId,
-        kind: EventKind,
-        message_id: Option<String>,
-        foreign_id: Option<String>,
-    ) -> ServiceResult<()> {
         self.stores
             .webhooks
             .record_events(&[WebhookEvent {
                 id: new_message_id(),
                 app: app.clone(),
                 kind,
-                message_id,
-                foreign_id,
+                message_id: None,
+                foreign_id: None,
                 recipient: Some(user.clone()),
                 at_us: now_us(),
             }])

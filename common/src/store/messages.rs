@@ -15,8 +15,8 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::StoreResult;
-use crate::ids::{AppId, UserId};
+use super::{EventKind, StoreResult, WebhookEvent};
+use crate::ids::{AppId, UserId, new_message_id};
 use crate::message::JsonText;
 use crate::stream::Position;
 
@@ -118,6 +118,30 @@ pub struct AddressedMessage {
     /// webhook of app `ppg.<bucket>`, `store::buckets::callback_app`).
     #[serde(default)]
     pub bucket: Option<String>,
+}
+
+impl AddressedMessage {
+    /// The webhook events of this message's `kind` happening at `at_us`: one for its app,
+    /// and one for the callback of the PushPushGo bucket that sent it, if one did (each
+    /// kept only where that webhook wants the kind, `Webhooks::record_events`).
+    pub fn webhook_events(&self, kind: EventKind, at_us: i64) -> Vec<WebhookEvent> {
+        let callback = self
+            .bucket
+            .as_deref()
+            .and_then(super::buckets::callback_app);
+        std::iter::once(self.app.clone())
+            .chain(callback)
+            .map(|app| WebhookEvent {
+                id: new_message_id(),
+                app,
+                kind,
+                message_id: Some(self.id.clone()),
+                foreign_id: self.foreign_id.clone(),
+                recipient: Some(self.recipient.clone()),
+                at_us,
+            })
+            .collect()
+    }
 }
 
 /// Filters of a listing; all that are set must hold.

@@ -8,8 +8,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{SqliteStore, limit_value, to_u64};
-use crate::ids::{AppId, UserId, new_message_id};
-use crate::store::buckets::callback_app;
+use crate::ids::{AppId, UserId};
 use crate::store::{
     AddressedMessage, Batch, BatchFormat, BatchOutcome, EventKind, OutboxLimits, StoreResult,
     Webhook, WebhookEvent, WebhookState, Webhooks,
@@ -62,17 +61,7 @@ pub(super) fn message_event(
     message: &AddressedMessage,
     at_us: i64,
 ) -> rusqlite::Result<()> {
-    let callback = message.bucket.as_deref().and_then(callback_app);
-    for app in std::iter::once(message.app.clone()).chain(callback) {
-        let event = WebhookEvent {
-            id: new_message_id(),
-            app,
-            kind,
-            message_id: Some(message.id.clone()),
-            foreign_id: message.foreign_id.clone(),
-            recipient: Some(message.recipient.clone()),
-            at_us,
-        };
+    for event in message.webhook_events(kind, at_us) {
         insert_event(c, &event, at_us)?;
     }
     Ok(())
