@@ -42,7 +42,7 @@ pub struct Session {
     /// it are the socket's to fetch (`inbox::pending`), later ones arrive live.
     pub inbox_head: Option<Position>,
     /// For a connection token's socket: its token's topics, as registered with the edge's
-    /// broadcast members.
+    /// broadcast members (`None` for a probe, which is no member).
     topics: Option<Arc<[String]>>,
 }
 
@@ -121,7 +121,7 @@ impl Session {
     /// Unregisters the socket and takes its presence back.
     pub fn close(self, edge: &EdgeState) {
         edge.unregister(&self.conn);
-        if let Some(grant) = self.grant().filter(|g| !g.probe) {
+        if let Some(grant) = self.grant() {
             edge.socket_event(grant, EventKind::Disconnected);
             if let Some(topics) = &self.topics {
                 edge.members.remove(&grant.app, &grant.user, topics);
@@ -200,10 +200,12 @@ impl EdgeState {
         self.hub.subscribe(&conn, &user_stream(&grant), None);
         self.hub
             .subscribe(&conn, &StreamKey::broadcast(&grant.app), None);
-        let topics: Arc<[String]> = Arc::from(grant.topics.clone());
-        if !grant.probe {
+        // A probe socket is no broadcast recipient: it registers no topics.
+        let topics = (!grant.probe).then(|| {
+            let topics: Arc<[String]> = Arc::from(grant.topics.clone());
             self.members.add(&grant.app, &grant.user, topics.clone());
-        }
+            topics
+        });
         let inbox_head = heads.get(&inbox).cloned();
         self.follow(&conn, &inbox, inbox_head.as_ref());
         let mut session = Session {
@@ -212,12 +214,12 @@ impl EdgeState {
             identity: Identity::Token(Box::new(grant)),
             channels: HashMap::new(),
             inbox_head,
-            topics: Some(topics),
+            topics,
         };
         if let Some(user) = session.presence_key(None) {
             self.presence.add(user);
         }
-        if let Some(grant) = session.grant().filter(|g| !g.probe) {
+        if let Some(grant) = session.grant() {
             self.socket_event(grant, EventKind::Connected);
         }
         for (channel, key) in listed {
@@ -256,8 +258,12 @@ impl EdgeState {
     }
 
     /// Records a user's socket opening or closing for the app's webhook, off the socket's
-    /// path (a failure is logged: the event is lost, the socket is not).
+    /// path (a failure is logged: the event is lost, the socket is not); a probe socket's
+    /// (the monitor's canary) are not the app's to hear of.
     fn socket_event(&self, grant: &Grant, kind: EventKind) {
+        if grant.probe {
+            return;
+        }
         let services = self.services.clone();
         let (app, user) = (grant.app.clone(), grant.user.clone());
         tokio::spawn(async move {
