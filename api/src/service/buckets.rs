@@ -7,8 +7,9 @@
 //! sender (`crate::pusher`), which reports `sent`; clients report `delivered`, `clicked`
 //! and `closed`. A receiver that names a Herald `user` instead gets an addressed message
 //! (SPEC §4: socket first, then the user's own Web Push subscriptions) linked to the
-//! bucket, whose status transitions and `event` frames reach the bucket's callback too. The events reach the bucket's callback through the webhook outbox, as
-//! the webhook of the app `ppg.<bucketId>`, in the seed's batch shape.
+//! bucket, whose status transitions and `event` frames reach the bucket's callback too.
+//! The events reach the bucket's callback through the webhook outbox, as the webhook of
+//! the app `ppg.<bucketId>`, in the seed's batch shape.
 
 use common::clock::{now_us, parse_rfc3339};
 use common::ids::{AppId, UserId, new_message_id, new_uuid};
@@ -925,9 +926,10 @@ impl Services {
         }
     }
 
-    /// A client's event about a message of context `context` (`delivered`, `clicked`,
-    /// `close`), for the bucket's callback. The message, if named, must be of that
-    /// context; its `foreignId` is the stored one.
+    /// A client's event about message `message` of context `context` (`delivered`,
+    /// `clicked`, `close`), for the bucket's callback, with the message's stored
+    /// `foreignId`. A Herald user's message counts as a message of every context of its
+    /// bucket.
     ///
     /// # Errors
     /// 404 for an unknown context, or a message not of it.
@@ -935,8 +937,7 @@ impl Services {
         &self,
         context: &str,
         kind: EventKind,
-        message: Option<&str>,
-        foreign_id: Option<String>,
+        message: &str,
     ) -> ServiceResult<()> {
         let context = self
             .stores
@@ -944,35 +945,28 @@ impl Services {
             .bucket_context(&context.to_ascii_lowercase())
             .await?
             .ok_or_else(|| ServiceError::not_found("context", "No such context."))?;
-        let (message_id, foreign_id) = match message {
-            Some(id) => {
-                let id = id.to_ascii_lowercase();
-                let pushed = self.stores.buckets.bucket_message(&id).await?;
-                let found = match pushed {
-                    Some(m) => Some(m)
-                        .filter(|m| m.context == context.id)
-                        .map(|m| (m.id, m.foreign_id)),
-                    // A Herald user's message: of the context's bucket.
-                    None => self
-                        .stores
-                        .messages
-                        .addressed_message(&context.app, &id)
-                        .await?
-                        .filter(|m| m.bucket.as_ref() == Some(&context.bucket))
-                        .map(|m| (m.id, m.foreign_id)),
-                };
-                let (id, foreign_id) = found.ok_or_else(|| {
-                    ServiceError::not_found("message", "No such message of this context.")
-                })?;
-                (Some(id), foreign_id)
-            }
-            None => (None, foreign_id),
+        let id = message.to_ascii_lowercase();
+        let found = match self.stores.buckets.bucket_message(&id).await? {
+            Some(m) => Some(m)
+                .filter(|m| m.context == context.id)
+                .map(|m| (m.id, m.foreign_id)),
+            // A Herald user's message: of the context's bucket.
+            None => self
+                .stores
+                .messages
+                .addressed_message(&context.app, &id)
+                .await?
+                .filter(|m| m.bucket.as_ref() == Some(&context.bucket))
+                .map(|m| (m.id, m.foreign_id)),
         };
+        let (message_id, foreign_id) = found.ok_or_else(|| {
+            ServiceError::not_found("message", "No such message of this context.")
+        })?;
         let event = WebhookEvent {
             id: new_message_id(),
             app: callback_app(&context.bucket)?,
             kind,
-            message_id,
+            message_id: Some(message_id),
             foreign_id,
             recipient: None,
             at_us: now_us(),

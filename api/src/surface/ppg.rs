@@ -492,10 +492,11 @@ async fn event(r: Request) -> Outcome {
     let message = body
         .string("messageId")?
         .ok_or_else(|| bad("messageId", "is required"))?;
-    let foreign_id = body.string("foreignId")?;
+    // Checked as a string; the event carries the foreignId the message was sent with.
+    body.string("foreignId")?;
     r.state
         .services
-        .record_bucket_event(r.segment(0), kind, Some(&message), foreign_id)
+        .record_bucket_event(r.segment(0), kind, &message)
         .await?;
     let mut response = warp::reply::with_status("", StatusCode::CREATED).into_response();
     response
