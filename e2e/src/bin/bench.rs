@@ -124,16 +124,12 @@ async fn main() {
     eprintln!("appended to {}", args.out.display());
 }
 
-/// Resident set size of `pid` in bytes, from /proc.
+/// Resident set size of `pid` in bytes, from /proc (`e2e::load::rss`); the edge must be
+/// running.
 fn rss_bytes(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb * 1024
+    let rss = e2e::load::rss(pid);
+    assert!(rss > 0, "cannot read the RSS of process {pid}");
+    rss
 }
 
 async fn edge_connections(cluster: &Cluster) -> u64 {
