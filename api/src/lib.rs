@@ -111,6 +111,7 @@ pub async fn services(
         apps: Arc::new(Apps::from_config(&config.apps)),
         settings: Arc::new(settings),
         vapid_keys: Arc::default(),
+        queue_cache: Arc::default(),
     };
     Ok((services, dispatcher))
 }

@@ -170,30 +170,16 @@ impl Services {
             key,
             expires_us: created_us.saturating_add(IDEMPOTENCY_US),
         });
-        let keeps_history = match &idempotency {
-            Some(_) => true,
-            None => self
-                .stores
-                .channels
-                .channel(&message.app, &message.channel)
-                .await?
-                .is_some_and(|c| c.history.is_on()),
-        };
         let services = self.clone();
         let origin = publish.origin;
         detached(async move {
-            let publication = if keeps_history {
-                services
-                    .stores
-                    .channels
-                    .publish_channel_message(&message, idempotency.as_ref())
-                    .await?
-            } else {
-                Publication::Fresh {
-                    created_us,
-                    position: None,
-                }
-            };
+            // One store call decides, in the same transaction, whether the channel keeps
+            // history and stores the message if so: no read of its settings beforehand.
+            let publication = services
+                .stores
+                .channels
+                .publish_channel_message(&message, idempotency.as_ref())
+                .await?;
             match publication {
                 Publication::Fresh {
                     created_us,

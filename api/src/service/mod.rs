@@ -94,6 +94,8 @@ pub struct Services {
     pub vapid_keys: Arc<
         std::sync::Mutex<std::collections::HashMap<common::ids::AppId, crate::webpush::VapidKey>>,
     >,
+    /// Queues already read by the message path (`posting_queue`).
+    pub queue_cache: Arc<queues::QueueCache>,
 }
 
 /// Settings the operations read.

@@ -1,6 +1,8 @@
 //! Mozilla push operations (SPEC §3): tokens, per-site queues, messages and read marks. A
 //! message is stored at the next position of its token's stream, then pushed.
 
+use std::sync::Mutex;
+
 use common::clock::now_us;
 use common::message::{Delivery, QueueBody, QueueMessage};
 use common::store::{After, Queue, QueueScope};
@@ -13,6 +15,39 @@ pub fn scope(queue: &Queue) -> QueueScope<'_> {
     match queue.domain {
         Some(_) => QueueScope::Queue(&queue.id),
         None => QueueScope::Token(&queue.token),
+    }
+}
+
+/// Most queues `QueueCache` holds; the least recently posted to leaves first.
+const CACHED_QUEUES: usize = 65_536;
+
+/// Queues as the message path first read them. A queue's owner and domain never change
+/// (ids are random and never reused), so a post needs no store read for them after the
+/// first; `read_us` does change and is not to be read from here. A queue deleted since
+/// is still refused: the store's append checks it in the same transaction.
+pub struct QueueCache(Mutex<hashlink::LruCache<String, Queue>>);
+
+impl Default for QueueCache {
+    fn default() -> QueueCache {
+        QueueCache(Mutex::new(hashlink::LruCache::new(CACHED_QUEUES)))
+    }
+}
+
+impl QueueCache {
+    fn get(&self, id: &str) -> Option<Queue> {
+        self.0.lock().ok()?.get(id).cloned()
+    }
+
+    fn put(&self, queue: &Queue) {
+        if let Ok(mut cache) = self.0.lock() {
+            cache.insert(queue.id.clone(), queue.clone());
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        if let Ok(mut cache) = self.0.lock() {
+            cache.remove(id);
+        }
     }
 }
 
@@ -62,6 +97,17 @@ impl Services {
             return Err(no_queue());
         }
         self.stores.queues.queue(id).await?.ok_or_else(no_queue)
+    }
+
+    /// The queue `id` for a post (a message or a read mark), from `QueueCache` after the
+    /// first read: its `read_us` may be stale, which a post never reads.
+    pub async fn posting_queue(&self, id: &str) -> ServiceResult<Queue> {
+        if let Some(queue) = self.queue_cache.get(id) {
+            return Ok(queue);
+        }
+        let queue = self.queue(id).await?;
+        self.queue_cache.put(&queue);
+        Ok(queue)
     }
 
     /// The queue `id`, provided `token` owns it (anyone else: not found, which does not
@@ -177,6 +223,7 @@ impl Services {
                 "A token's own queue cannot be deleted.",
             ));
         }
+        self.queue_cache.forget(&queue.id);
         if !self
             .stores
             .queues

@@ -291,7 +291,7 @@ async fn post_message(
     let params = params?;
     let queue = state
         .services
-        .queue(&queue)
+        .posting_queue(&queue)
         .await
         .map_err(|e| service_error(e, Some(&params)))?;
     let (key, created_us) = match params.string("action")?.as_deref() {
