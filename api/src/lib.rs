@@ -123,6 +123,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Api> {
     let push_client = pusher::client(&config.webpush)?;
     let listener = config.api.listen.bind_setting("api.listen").await?;
     let metrics = Metrics::new("api");
+    metrics.register_store();
     let stop_dispatcher = CancellationToken::new();
     let (services, dispatcher) = services(config, &metrics, stop_dispatcher.clone()).await?;
     let webhooks = outbox::start(

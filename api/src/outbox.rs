@@ -25,7 +25,7 @@ use common::ids::new_message_id;
 use common::metrics::Metrics;
 use common::store::{Batch, BatchFormat, BatchOutcome, OutboxLimits, Stores, WebhookEvent};
 use hmac::{Hmac, KeyInit, Mac};
-use prometheus::IntCounterVec;
+use prometheus::{IntCounterVec, IntGauge};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::sync::Semaphore;
@@ -96,7 +96,12 @@ struct Dispatcher {
     limits: OutboxLimits,
     batches: IntCounterVec,
     events: IntCounterVec,
+    /// Events in every app's outbox (cluster-wide), read at most every `DEPTH_EVERY`.
+    depth: IntGauge,
 }
+
+/// How often the dispatcher reads the outbox's depth for its gauge.
+const DEPTH_EVERY: Duration = Duration::from_secs(1);
 
 /// Starts the dispatcher of this process (unless `webhooks.dispatch` is off) with `client`
 /// (see [`client`]); it stops at
@@ -130,6 +135,10 @@ pub fn start(
             "webhook_events_total",
             "Webhook events in attempted batches, by result (sent, failed).",
             &["result"],
+        ),
+        depth: metrics.gauge(
+            "webhook_outbox_events",
+            "Events waiting in every app's webhook outbox (the whole cluster's store).",
         ),
         config,
     });
@@ -168,7 +177,15 @@ impl Dispatcher {
     async fn run(self: Arc<Self>, stop: CancellationToken) {
         let slots = Arc::new(Semaphore::new(CONCURRENCY));
         let poll = ms(self.config.poll_ms);
+        let mut depth_read: Option<std::time::Instant> = None;
         loop {
+            if depth_read.is_none_or(|at| at.elapsed() >= DEPTH_EVERY) {
+                depth_read = Some(std::time::Instant::now());
+                match self.stores.webhooks.outbox_depth().await {
+                    Ok(depth) => self.depth.set(i64::try_from(depth).unwrap_or(i64::MAX)),
+                    Err(e) => tracing::warn!(error = %e, "cannot read the webhook outbox depth"),
+                }
+            }
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
             };

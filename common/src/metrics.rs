@@ -51,6 +51,16 @@ impl Metrics {
         self.register(HistogramVec::new(opts, labels))
     }
 
+    /// Shows the store's collectors (`store::metrics`) in this registry, as
+    /// `herald_<process>_store_*`; once per registry.
+    pub fn register_store(&self) {
+        let store = &*crate::store::metrics::STORE_METRICS;
+        self.register(Ok(store.seconds.clone()));
+        self.register(Ok(store.failures.clone()));
+        self.register(Ok(store.write_queue.clone()));
+        self.register(Ok(store.write_batch.clone()));
+    }
+
     fn register<M>(&self, metric: prometheus::Result<M>) -> M
     where
         M: prometheus::core::Collector + Clone + 'static,

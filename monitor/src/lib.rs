@@ -205,6 +205,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Monitor> {
     let token = own_token(&*store.queues, &config.monitor.token_file).await?;
     let listener = config.monitor.listen.bind_setting("monitor.listen").await?;
     let metrics = Metrics::new("monitor");
+    metrics.register_store();
     let state = MonitorState {
         store,
         config: config.monitor.clone(),

@@ -15,7 +15,7 @@ use common::config::{Config, ms};
 use common::http::ServeOptions;
 use common::metrics::Metrics;
 use common::wire::{Envelope, Kind};
-use prometheus::{IntCounter, IntCounterVec, IntGauge};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warp::Filter;
@@ -41,6 +41,8 @@ struct RouterState {
     invalid: IntCounter,
     upstream_heartbeats: IntCounter,
     seq_gauge: IntGauge,
+    /// From the API publishing (the envelope's `origin_us`) to the router sending it on.
+    forward_latency: Histogram,
 }
 
 /// Binds the PULL and PUB sockets and the HTTP listener from `config.router`.
@@ -77,6 +79,10 @@ pub async fn bind(config: &Config) -> anyhow::Result<Router> {
             "Keep-alives received from API processes.",
         ),
         seq_gauge: metrics.gauge("sequence", "Last sequence number stamped in this epoch."),
+        forward_latency: metrics.latency(
+            "forward_latency_seconds",
+            "From the API publishing a delivery to this router sending it to the edges.",
+        ),
         metrics,
     };
     Ok(Router {
@@ -162,6 +168,10 @@ async fn forward(state: &RouterState, publish: &mut PubSocket, message: ZmqMessa
         Kind::Deliver | Kind::Recover => {
             stamp(state, &mut envelope, true);
             send(state, publish, &envelope).await;
+            if envelope.header.origin_us > 0 {
+                let waited_us = common::clock::now_us() - envelope.header.origin_us;
+                state.forward_latency.observe(waited_us.max(0) as f64 / 1e6);
+            }
         }
     }
 }

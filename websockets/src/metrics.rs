@@ -28,6 +28,7 @@ pub struct EdgeMetrics {
 impl EdgeMetrics {
     pub fn new() -> EdgeMetrics {
         let m = Metrics::new("websockets");
+        m.register_store();
         EdgeMetrics {
             connections: m.gauge("connections", "Open client sockets."),
             sockets: m.counter_vec("sockets_total", "Socket attempts by outcome.", &["outcome"]),

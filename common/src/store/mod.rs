@@ -25,6 +25,7 @@ pub mod channels;
 pub(crate) mod conformance;
 pub mod contexts;
 pub mod messages;
+pub mod metrics;
 pub mod nodes;
 pub mod presence;
 pub mod queues;

@@ -209,6 +209,8 @@ pub trait Webhooks: Send + Sync + 'static {
     /// Adds `events` to the outbox, each only if its app's webhook wants its kind; how
     /// many were kept.
     async fn record_events(&self, events: &[WebhookEvent]) -> StoreResult<usize>;
+    /// Events waiting in every app's outbox together (the depth operators watch).
+    async fn outbox_depth(&self) -> StoreResult<u64>;
     /// Leases to `holder` the oldest events of one app whose batch is due at `now_us`
     /// (full, or its oldest event waited `max_delay_ms`, or a retry came due) and that no
     /// unexpired lease holds; drops events beyond `limits` first. `None` when none is due.

@@ -135,13 +135,37 @@ async fn every_process_exposes_the_documented_metrics_and_labels_only() {
                 );
             }
         }
-        let exercised = match process {
-            "api" => "herald_api_requests_total",
-            "websockets" => "herald_websockets_deliveries_total",
-            "router" => "herald_router_forwarded_total",
-            _ => "herald_monitor_canary_seconds",
+        // What the traffic above must have recorded (a labelled series, or a histogram
+        // with a count above 0).
+        let exercised: &[&str] = match process {
+            "api" => &[
+                "herald_api_requests_total{",
+                "herald_api_store_seconds_count{op=\"write\"}",
+            ],
+            "websockets" => &[
+                "herald_websockets_deliveries_total{",
+                "herald_websockets_store_seconds_count{",
+            ],
+            "router" => &[
+                "herald_router_forwarded_total{",
+                "herald_router_forward_latency_seconds_count ",
+            ],
+            _ => &[
+                "herald_monitor_canary_seconds_count{",
+                "herald_monitor_store_seconds_count{op=\"read\"}",
+            ],
         };
-        assert!(types.contains_key(exercised), "{exercised} after traffic");
+        for series in exercised {
+            let recorded = text
+                .lines()
+                .find(|l| l.starts_with(series))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok());
+            assert!(
+                recorded.is_some_and(|v| v > 0.0),
+                "{series} after traffic on {process}: {recorded:?}"
+            );
+        }
     }
 }
 

@@ -68,6 +68,7 @@ pub async fn run(s: &Stores) {
     let quiet = AppId::parse("hooks-none").unwrap();
     let now = crate::clock::now_us();
 
+    assert_eq!(store.outbox_depth().await.unwrap(), 0, "an empty outbox");
     // Configuration round trip; replacing keeps one row.
     assert_eq!(store.webhook(&app).await.unwrap(), None);
     assert!(!store.delete_webhook(&app).await.unwrap());
@@ -169,6 +170,19 @@ pub async fn run(s: &Stores) {
         .unwrap();
     let (_, state) = store.webhook(&app).await.unwrap().unwrap();
     assert_eq!(state.pending, 4, "sent ×2, delivered, cancelled");
+    let mut pending = 0;
+    for hooked in [&app, &sender, &callback] {
+        pending += store
+            .webhook(hooked)
+            .await
+            .unwrap()
+            .map_or(0, |(_, s)| s.pending);
+    }
+    assert_eq!(
+        store.outbox_depth().await.unwrap(),
+        pending,
+        "every app's outbox"
+    );
 
     // A full batch is due at once; the next holder waits for the lease.
     let batch = store

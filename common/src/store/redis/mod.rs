@@ -43,11 +43,12 @@
 //! the SQLite default's guarantee that a 2xx survives a power cut (docs/operations.md).
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::metrics::observe;
 use super::{Ping, StoreError, StoreResult};
 
 mod broadcasts;
@@ -143,15 +144,23 @@ impl RedisStore {
 impl RedisStore {
     /// Sends `cmd` (again after an I/O error).
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> StoreResult<T> {
-        self.call(|mut con| async move { cmd.query_async(&mut con).await })
-            .await
+        let started = Instant::now();
+        let result = self
+            .call(|mut con| async move { cmd.query_async(&mut con).await })
+            .await;
+        observe("command", started, &result);
+        result
     }
 
     /// Sends `pipe` (again after an I/O error; make it `atomic()` when it writes more than
     /// one key that must change together).
     async fn pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> StoreResult<T> {
-        self.call(|mut con| async move { pipe.query_async(&mut con).await })
-            .await
+        let started = Instant::now();
+        let result = self
+            .call(|mut con| async move { pipe.query_async(&mut con).await })
+            .await;
+        observe("pipeline", started, &result);
+        result
     }
 
     /// Runs `script` with `keys` and `args` (`EVALSHA`, loading it on first use; again
@@ -162,17 +171,21 @@ impl RedisStore {
         keys: &[String],
         args: &[String],
     ) -> StoreResult<T> {
-        self.call(|mut con| async move {
-            let mut invocation = script.prepare_invoke();
-            for key in keys {
-                invocation.key(key);
-            }
-            for arg in args {
-                invocation.arg(arg);
-            }
-            invocation.invoke_async(&mut con).await
-        })
-        .await
+        let started = Instant::now();
+        let result = self
+            .call(|mut con| async move {
+                let mut invocation = script.prepare_invoke();
+                for key in keys {
+                    invocation.key(key);
+                }
+                for arg in args {
+                    invocation.arg(arg);
+                }
+                invocation.invoke_async(&mut con).await
+            })
+            .await;
+        observe("script", started, &result);
+        result
     }
 }
 

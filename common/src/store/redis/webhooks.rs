@@ -97,6 +97,20 @@ return kept
     )
 });
 
+/// ARGV: P. Events in every app's outbox together.
+static DEPTH: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local P = ARGV[1]
+local depth = 0
+for _, app in ipairs(redis.call('SMEMBERS', P .. 'webhook_apps')) do
+  depth = depth + redis.call('ZCARD', P .. 'outbox:' .. app)
+end
+return depth
+",
+    )
+});
+
 /// ARGV: P, holder, now_us, lease_us, max_age_us, max_pending. The first app (by
 /// next attempt) whose batch is due and free: {app, failures, event JSON…} with its lease
 /// taken; {} when none is.
@@ -358,6 +372,11 @@ impl Webhooks for RedisStore {
             ]);
         }
         self.script(&RECORD, &[], &args).await
+    }
+
+    async fn outbox_depth(&self) -> StoreResult<u64> {
+        self.script(&DEPTH, &[], std::slice::from_ref(&self.prefix))
+            .await
     }
 
     async fn claim_batch(

@@ -30,6 +30,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::metrics::{STORE_METRICS, observe};
 use super::{Ping, StoreError, StoreResult};
 use crate::config::{StoreConfig, ms};
 
@@ -148,19 +149,29 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        let started = Instant::now();
         let (reply, answer) = oneshot::channel();
         let job = TypedJob {
             work: Some(work),
             outcome: None,
             reply,
         };
-        self.writer
-            .send(Box::new(job))
-            .await
-            .map_err(|_| StoreError::Unavailable("the SQLite writer thread stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Internal("the SQLite writer dropped a job".into()))?
+        let queue = &STORE_METRICS.write_queue;
+        queue.inc();
+        let result = match self.writer.send(Box::new(job)).await {
+            Ok(()) => answer
+                .await
+                .map_err(|_| StoreError::Internal("the SQLite writer dropped a job".into()))
+                .and_then(|outcome| outcome),
+            Err(_) => {
+                queue.dec();
+                Err(StoreError::Unavailable(
+                    "the SQLite writer thread stopped".into(),
+                ))
+            }
+        };
+        observe("write", started, &result);
+        result
     }
 
     /// Runs `work` on a pooled read-only connection off the async threads.
@@ -169,6 +180,7 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        let started = Instant::now();
         let permit = self
             .readers
             .permits
@@ -177,7 +189,7 @@ impl Db {
             .await
             .map_err(|_| StoreError::Unavailable("reader pool closed".into()))?;
         let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let conn = pool.checkout().map_err(map_err)?;
             let result = work(&conn).map_err(map_err);
@@ -185,7 +197,10 @@ impl Db {
             result
         })
         .await
-        .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+        .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))
+        .and_then(|result| result);
+        observe("read", started, &result);
+        result
     }
 
     /// Through the writer: proves the writer thread runs and can take the write lock.
@@ -555,6 +570,8 @@ fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        STORE_METRICS.write_queue.sub(batch.len() as i64);
+        STORE_METRICS.write_batch.observe(batch.len() as f64);
         let commit = commit_batch(&conn, &mut batch);
         if let Err(e) = &commit {
             tracing::warn!(jobs = batch.len(), error = %e, "SQLite batch failed");

@@ -371,6 +371,15 @@ impl Webhooks for SqliteStore {
         .await
     }
 
+    async fn outbox_depth(&self) -> StoreResult<u64> {
+        self.read(|c| {
+            c.prepare_cached("SELECT COUNT(*) FROM webhook_outbox")?
+                .query_row([], |r| r.get::<_, i64>(0))
+                .map(to_u64)
+        })
+        .await
+    }
+
     async fn claim_batch(
         &self,
         holder: &str,
