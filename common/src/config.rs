@@ -258,6 +258,26 @@ pub struct MonitorConfig {
     /// The app whose key publishes the canary and signs the monitor's connection token;
     /// empty: the first app with a key holding `messages:send` and `tokens:create`.
     pub canary_app: String,
+    /// Routers whose `/health` each round reads (base URLs, `http://host:port`); empty:
+    /// this file's `router.listen` when it is an address (the one router of circus.ini).
+    pub routers: Vec<String>,
+}
+
+impl MonitorConfig {
+    /// The router base URLs to check: `routers`, or `router`'s own HTTP address.
+    pub fn router_urls(&self, router: &RouterConfig) -> Vec<String> {
+        if !self.routers.is_empty() {
+            return self
+                .routers
+                .iter()
+                .map(|u| u.trim_end_matches('/').to_owned())
+                .collect();
+        }
+        match &router.listen {
+            ListenAddr::Tcp(addr) => vec![format!("http://{addr}")],
+            ListenAddr::Fd(_) => Vec::new(),
+        }
+    }
 }
 
 impl Default for MonitorConfig {
@@ -271,6 +291,7 @@ impl Default for MonitorConfig {
             token_file: PathBuf::from("var/monitor.token"),
             canary: true,
             canary_app: String::new(),
+            routers: Vec::new(),
         }
     }
 }
@@ -479,6 +500,14 @@ impl Config {
             &["ws://", "wss://"],
             problems,
         );
+        for (i, url) in self.monitor.routers.iter().enumerate() {
+            check_url(
+                &format!("monitor.routers[{i}]"),
+                url,
+                &["http://", "https://"],
+                problems,
+            );
+        }
     }
 
     fn check_numbers(&self, problems: &mut Vec<String>) {
@@ -797,6 +826,7 @@ mod tests {
         config.webpush.backoff_max_ms = 1;
         config.webpush.subject = Some("ops@example.com".into());
         config.webpush.bucket_lifetime_ms = 8 * 24 * 3_600_000;
+        config.monitor.routers = vec!["http://127.0.0.1:5004".into(), "127.0.0.1:5005".into()];
         let mut app = dev_app();
         app.keys[0].secret = "short".into();
         app.keys[0].scopes = vec!["nocolon".into()];
@@ -823,6 +853,7 @@ mod tests {
             "webpush.subject",
             "webpush.bucket_lifetime_ms must be between",
             "apps[2].id `ppg.x`: ids starting with `ppg.` are reserved",
+            "monitor.routers[1]: `127.0.0.1:5005` must start with http:// or https://",
         ] {
             assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
         }

@@ -671,6 +671,11 @@ pub fn cluster_env(dir: &Path, ports: &Ports) -> BTreeMap<String, String> {
     set("ROUTER__PUBLISH", format!("tcp://{publish}"));
     set("ROUTER__LISTEN", http);
     set("ROUTER__HEARTBEAT_MS", "200".into());
+    let health: Vec<String> = routers
+        .iter()
+        .map(|r| format!("\"http://{}\"", r.2))
+        .collect();
+    set("MONITOR__ROUTERS", format!("[{}]", health.join(",")));
     let api = ports.api_addresses().remove(0);
     set("API__LISTEN", api.clone());
     set("API__PUBLIC_URL", format!("http://{api}"));

@@ -165,12 +165,27 @@ pub struct NodeStatusView {
     pub last_check: Option<Check>,
 }
 
+/// A router as its `/health` answered in the last round.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouterView {
+    /// The base URL checked (`monitor.routers`).
+    pub url: String,
+    /// It answered 200 with `"status": "ok"` within `check_timeout_ms`.
+    pub healthy: bool,
+    /// Its epoch (a restarted router has a new one) and last sequence number.
+    pub epoch: Option<u64>,
+    pub seq: Option<u64>,
+    /// Why it is not healthy.
+    pub error: Option<String>,
+}
+
 /// The last completed round.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Snapshot {
     pub round_at: f64,
     pub store: String,
     pub nodes: Vec<NodeStatusView>,
+    pub routers: Vec<RouterView>,
 }
 
 struct MonitorState {
@@ -189,6 +204,10 @@ struct MonitorState {
     check_latency: Histogram,
     nodes_healthy: IntGauge,
     nodes_registered: IntGauge,
+    /// `monitor.routers` (or `router.listen`), each read every round.
+    routers: Vec<String>,
+    routers_healthy: IntGauge,
+    http: reqwest::Client,
 }
 
 /// A monitor with its listener bound and token registered, ready to `run`.
@@ -233,6 +252,12 @@ pub async fn bind(config: &Config) -> anyhow::Result<Monitor> {
         check_latency: metrics.latency("check_seconds", "Edge WebSocket handshake time."),
         nodes_healthy: metrics.gauge("nodes_healthy", "Edges offered to clients."),
         nodes_registered: metrics.gauge("nodes_registered", "Edges in the registry."),
+        routers: config.monitor.router_urls(&config.router),
+        routers_healthy: metrics.gauge(
+            "routers_healthy",
+            "Routers whose /health answered ok in the last round.",
+        ),
+        http: reqwest::Client::new(),
         metrics,
     };
     Ok(Monitor {
@@ -392,11 +417,12 @@ async fn round(state: &MonitorState) {
         }
         Err(e) => tracing::warn!(error = %e, "cannot prune PushPushGo buckets"),
     }
+    let routers = check_routers(state).await;
     let nodes = match state.store.nodes.nodes().await {
         Ok(nodes) => nodes,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the edge registry");
-            publish(state, Vec::new(), now, e.to_string());
+            publish(state, Vec::new(), routers, now, e.to_string());
             return;
         }
     };
@@ -422,7 +448,55 @@ async fn round(state: &MonitorState) {
         }
     }
     let nodes = state.store.nodes.nodes().await.unwrap_or(nodes);
-    publish(state, nodes, now, "ok".into());
+    publish(state, nodes, routers, now, "ok".into());
+}
+
+/// Reads every router's `/health` at once, each within `check_timeout_ms`.
+async fn check_routers(state: &MonitorState) -> Vec<RouterView> {
+    let timeout = Duration::from_millis(state.config.check_timeout_ms);
+    let checks = state.routers.iter().map(|url| async move {
+        let answer = async {
+            let response = state
+                .http
+                .get(format!("{url}/health"))
+                .timeout(timeout)
+                .send()
+                .await
+                .map_err(|e| format!("no answer: {e}"))?;
+            let status = response.status();
+            let body: serde_json::Value = response
+                .json()
+                .await
+                .map_err(|e| format!("HTTP {status}, not JSON: {e}"))?;
+            if status.is_success() && body["status"] == "ok" {
+                Ok((body["epoch"].as_u64(), body["seq"].as_u64()))
+            } else {
+                Err(format!("HTTP {status}: {body}"))
+            }
+        }
+        .await;
+        match answer {
+            Ok((epoch, seq)) => RouterView {
+                url: url.clone(),
+                healthy: true,
+                epoch,
+                seq,
+                error: None,
+            },
+            Err(error) => RouterView {
+                url: url.clone(),
+                healthy: false,
+                epoch: None,
+                seq: None,
+                error: Some(error),
+            },
+        }
+    });
+    let routers = futures_util::future::join_all(checks).await;
+    state
+        .routers_healthy
+        .set(routers.iter().filter(|r| r.healthy).count() as i64);
+    routers
 }
 
 /// Checks every URL: by handshake alone, or (with the canary) a socket on each and one
@@ -582,7 +656,13 @@ fn record(
     }
 }
 
-fn publish(state: &MonitorState, nodes: Vec<NodeRecord>, now: i64, store: String) {
+fn publish(
+    state: &MonitorState,
+    nodes: Vec<NodeRecord>,
+    routers: Vec<RouterView>,
+    now: i64,
+    store: String,
+) {
     let checks = state.checks.read().map(|c| c.clone()).unwrap_or_default();
     let views: Vec<NodeStatusView> = nodes
         .into_iter()
@@ -607,6 +687,7 @@ fn publish(state: &MonitorState, nodes: Vec<NodeRecord>, now: i64, store: String
             round_at: us_to_secs(now),
             store,
             nodes: views,
+            routers,
         };
     }
 }

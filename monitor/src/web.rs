@@ -1,5 +1,5 @@
-//! The monitor's HTTP surface: `/status` (the last round as JSON), `/` (the same as a small
-//! HTML table), `/health` (200 when the store answers), `/metrics`, `/version`.
+//! The monitor's HTTP surface: `/status` (the last round as JSON), `/` (the same as small
+//! HTML tables of edges and routers), `/health` (200 when the store answers), `/metrics`, `/version`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -89,13 +89,33 @@ fn render_html(snapshot: &Snapshot) -> String {
             )
         })
         .collect();
+    let routers: String = snapshot
+        .routers
+        .iter()
+        .map(|r| {
+            let state = match &r.error {
+                None => "healthy".to_owned(),
+                Some(e) => escape(e),
+            };
+            let number = |n: Option<u64>| n.map_or("-".to_owned(), |n| n.to_string());
+            format!(
+                "<tr class=\"{}\"><td>{}</td><td>{state}</td><td>{}</td><td>{}</td></tr>",
+                if r.healthy { "up" } else { "down" },
+                escape(&r.url),
+                number(r.epoch),
+                number(r.seq)
+            )
+        })
+        .collect();
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Herald status</title>\
          <meta http-equiv=\"refresh\" content=\"5\"><style>body{{font-family:sans-serif}}\
          td,th{{padding:4px 10px;text-align:left}}.up{{color:#060}}.down{{color:#a00}}</style></head>\
-         <body><h1>Herald edges</h1><p>Store: {}. Last round at {:.0}.</p><table>\
+         <body><h1>Herald edges</h1><p>Store: <span id=\"store\">{}</span>. Last round at {:.0}.</p><table id=\"nodes\">\
          <tr><th>node</th><th>url</th><th>state</th><th>sockets</th><th>heartbeat age</th><th>last check</th><th>canary</th></tr>\
-         {rows}</table><p><a href=\"/status\">JSON</a> · <a href=\"/metrics\">metrics</a></p></body></html>",
+         {rows}</table><h2>Routers</h2><table id=\"routers\">\
+         <tr><th>url</th><th>state</th><th>epoch</th><th>sequence</th></tr>{routers}</table>\
+         <p><a href=\"/status\">JSON</a> · <a href=\"/metrics\">metrics</a></p></body></html>",
         escape(&snapshot.store),
         snapshot.round_at
     )

@@ -19,6 +19,7 @@ mod recovery;
 mod rfc6455;
 mod scale_out;
 mod sockjs;
+mod status_page;
 mod thunderpush;
 mod thunderpush_original;
 mod v1_api;
