@@ -111,12 +111,12 @@ fn render_html(snapshot: &Snapshot) -> String {
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Herald status</title>\
          <meta http-equiv=\"refresh\" content=\"5\"><style>body{{font-family:sans-serif}}\
          td,th{{padding:4px 10px;text-align:left}}.up{{color:#060}}.down{{color:#a00}}</style></head>\
-         <body><h1>Herald edges</h1><p>Store: <span id=\"store\">{}</span>. Last round at {:.0}.</p><table id=\"nodes\">\
+         <body><h1>Herald edges</h1><p>Store: <span id=\"store\">{}</span>. Last round at {}.</p><table id=\"nodes\">\
          <tr><th>node</th><th>url</th><th>state</th><th>sockets</th><th>heartbeat age</th><th>last check</th><th>canary</th></tr>\
          {rows}</table><h2>Routers</h2><table id=\"routers\">\
          <tr><th>url</th><th>state</th><th>epoch</th><th>sequence</th></tr>{routers}</table>\
          <p><a href=\"/status\">JSON</a> · <a href=\"/metrics\">metrics</a></p></body></html>",
         escape(&snapshot.store),
-        snapshot.round_at
+        common::clock::rfc3339(common::clock::secs_to_us(snapshot.round_at).unwrap_or(0))
     )
 }

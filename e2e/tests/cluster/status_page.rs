@@ -98,6 +98,7 @@ async fn the_status_page_shows_edges_canaries_store_and_routers_in_a_real_browse
     let dom = rendered(&page).await;
     assert!(dom.contains("<title>Herald status</title>"), "{dom}");
     assert!(dom.contains("<span id=\"store\">ok</span>"), "{dom}");
+    assert!(dom.contains("Last round at 20"), "an RFC 3339 time: {dom}");
     for url in &edges {
         let edge = row(&dom, "nodes", url).unwrap_or_else(|| panic!("no row for {url}: {dom}"));
         assert!(edge.contains("class=\"up\""), "{edge}");

@@ -125,42 +125,42 @@ impl RedisStore {
     }
 
     /// Runs `op` on the connection, once more after an I/O error (the manager has begun
-    /// reconnecting by then).
-    async fn call<T, F, Fut>(&self, op: F) -> StoreResult<T>
+    /// reconnecting by then); its time and outcome are recorded as store operation `kind`
+    /// (`store::metrics`).
+    async fn call<T, F, Fut>(&self, kind: &str, op: F) -> StoreResult<T>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        match op(self.con.clone()).await {
+        let started = Instant::now();
+        let result = match op(self.con.clone()).await {
             Ok(value) => Ok(value),
             Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
                 op(self.con.clone()).await.map_err(store_error)
             }
             Err(e) => Err(store_error(e)),
-        }
+        };
+        observe(kind, started, &result);
+        result
     }
 }
 
 impl RedisStore {
     /// Sends `cmd` (again after an I/O error).
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> StoreResult<T> {
-        let started = Instant::now();
-        let result = self
-            .call(|mut con| async move { cmd.query_async(&mut con).await })
-            .await;
-        observe("command", started, &result);
-        result
+        self.call("command", |mut con| async move {
+            cmd.query_async(&mut con).await
+        })
+        .await
     }
 
     /// Sends `pipe` (again after an I/O error; make it `atomic()` when it writes more than
     /// one key that must change together).
     async fn pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> StoreResult<T> {
-        let started = Instant::now();
-        let result = self
-            .call(|mut con| async move { pipe.query_async(&mut con).await })
-            .await;
-        observe("pipeline", started, &result);
-        result
+        self.call("pipeline", |mut con| async move {
+            pipe.query_async(&mut con).await
+        })
+        .await
     }
 
     /// Runs `script` with `keys` and `args` (`EVALSHA`, loading it on first use; again
@@ -171,21 +171,17 @@ impl RedisStore {
         keys: &[String],
         args: &[String],
     ) -> StoreResult<T> {
-        let started = Instant::now();
-        let result = self
-            .call(|mut con| async move {
-                let mut invocation = script.prepare_invoke();
-                for key in keys {
-                    invocation.key(key);
-                }
-                for arg in args {
-                    invocation.arg(arg);
-                }
-                invocation.invoke_async(&mut con).await
-            })
-            .await;
-        observe("script", started, &result);
-        result
+        self.call("script", |mut con| async move {
+            let mut invocation = script.prepare_invoke();
+            for key in keys {
+                invocation.key(key);
+            }
+            for arg in args {
+                invocation.arg(arg);
+            }
+            invocation.invoke_async(&mut con).await
+        })
+        .await
     }
 }
 
