@@ -223,8 +223,8 @@ async fn mozilla(edge: &Arc<EdgeState>, token: Option<String>) -> Result<Auth, R
     }
 }
 
-/// A connection token's socket: signature, expiry, revocation, `Origin`, peer address,
-/// per-user limit — then its session opens.
+/// A connection token's socket: signature, expiry, `Origin`, peer address, per-user
+/// limit — then its session opens, and its user must not have been logged out since.
 async fn connection_token(
     edge: &Arc<EdgeState>,
     req: &Request<Incoming>,
@@ -233,7 +233,7 @@ async fn connection_token(
     token: Option<String>,
 ) -> Result<Auth, Refusal> {
     let token = token.ok_or_else(|| unauthorized(edge, "A connection token is required."))?;
-    let grant = verify(edge, &token).await?;
+    let grant = verify(edge, &token)?;
     let origin = req
         .headers()
         .get(header::ORIGIN)
@@ -329,33 +329,19 @@ fn forbidden(edge: &EdgeState, message: &'static str) -> Refusal {
     Refusal::new(StatusCode::FORBIDDEN, "forbidden", message)
 }
 
-/// A valid, unrevoked token's grant; else the 401 (or 503) to answer.
-async fn verify(edge: &EdgeState, token: &str) -> Result<Grant, Refusal> {
+/// A token's grant if its signature and expiry are valid; else the 401 to answer. Whether
+/// its user was logged out since is `admit`'s one check, made after the socket registered
+/// so that a logout racing the handshake is not missed.
+fn verify(edge: &EdgeState, token: &str) -> Result<Grant, Refusal> {
     let now = now_us() as f64 / 1e6;
-    let grant = common::jwt::verify(&edge.services.apps, token, now).map_err(|e| {
+    common::jwt::verify(&edge.services.apps, token, now).map_err(|e| {
         let message = match e {
             TokenError::Expired => "The token has expired.",
             _ => "Invalid token.",
         };
         tracing::debug!(error = %e, "token refused");
         unauthorized(edge, message)
-    })?;
-    unrevoked(edge, grant).await
-}
-
-/// `grant`, unless its user was logged out after the token was issued.
-async fn unrevoked(edge: &EdgeState, grant: Grant) -> Result<Grant, Refusal> {
-    match edge.is_revoked(&grant).await {
-        Ok(true) => Err(unauthorized(
-            edge,
-            "The token was revoked (the user was logged out).",
-        )),
-        Ok(false) => Ok(grant),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot check revocations");
-            Err(unavailable("The store is unavailable; retry."))
-        }
-    }
+    })
 }
 
 /// Origins compare as RFC 6454 serializations: scheme and host case-insensitively, no

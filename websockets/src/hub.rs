@@ -232,7 +232,8 @@ struct StreamState {
     epoch: Option<String>,
     cursor: u64,
     parked: BTreeMap<u64, Arc<Rendered>>,
-    subscribers: Vec<Subscriber>,
+    /// By connection id: joining and leaving stay O(1) with many sockets on one stream.
+    subscribers: HashMap<u64, Subscriber>,
 }
 
 impl StreamState {
@@ -243,7 +244,7 @@ impl StreamState {
             entries: 1,
             ..Fanout::default()
         };
-        for sub in &self.subscribers {
+        for sub in self.subscribers.values() {
             if (offset != 0 && offset <= sub.after) || rendered.skip == Some(sub.conn.id) {
                 continue;
             }
@@ -397,12 +398,12 @@ impl Hub {
                 epoch: head.map(|h| h.epoch.clone()),
                 cursor: after,
                 parked: BTreeMap::new(),
-                subscribers: Vec::new(),
+                subscribers: HashMap::new(),
             }))
         });
         let mut at = after;
         if let Ok(mut state) = entry.lock() {
-            if let Some(existing) = state.subscribers.iter().find(|s| s.conn.id == conn.id) {
+            if let Some(existing) = state.subscribers.get(&conn.id) {
                 return Ok(Joined {
                     new: false,
                     at: existing.after,
@@ -428,10 +429,13 @@ impl Hub {
             if !same_epoch && head.is_some() {
                 at = 0;
             }
-            state.subscribers.push(Subscriber {
-                conn: conn.clone(),
-                after: at,
-            });
+            state.subscribers.insert(
+                conn.id,
+                Subscriber {
+                    conn: conn.clone(),
+                    after: at,
+                },
+            );
         }
         if let Ok(mut streams) = conn.streams.lock() {
             streams.push(key.clone());
@@ -481,7 +485,7 @@ impl Hub {
         for key in keys {
             let empty = map.get(key).is_some_and(|entry| {
                 entry.lock().is_ok_and(|mut state| {
-                    state.subscribers.retain(|s| s.conn.id != conn.id);
+                    state.subscribers.remove(&conn.id);
                     state.subscribers.is_empty()
                 })
             });
@@ -600,7 +604,7 @@ impl Hub {
         state.epoch = Some(head.epoch.clone());
         state.cursor = head.offset;
         state.parked.clear();
-        for sub in &mut state.subscribers {
+        for sub in state.subscribers.values_mut() {
             sub.after = head.offset;
             tell_resync(&sub.conn, code, resync);
         }
@@ -623,7 +627,7 @@ impl Hub {
         // say so; Mozilla and VPush sockets keep their connection (a close would send a
         // whole cluster reconnecting after one router blip).
         let mut told = 0;
-        for sub in &state.subscribers {
+        for sub in state.subscribers.values() {
             if sub.conn.dialect == Dialect::Native {
                 sub.conn.offer(resync);
                 told += 1;
@@ -653,7 +657,7 @@ impl Hub {
             state.epoch = Some(epoch.to_owned());
             state.cursor = 0;
             state.parked.clear();
-            for sub in &mut state.subscribers {
+            for sub in state.subscribers.values_mut() {
                 sub.after = 0;
             }
         }
@@ -671,7 +675,7 @@ impl Hub {
         let mut closed = 0;
         for sub in state
             .subscribers
-            .iter()
+            .values()
             .filter(|s| s.conn.issued_us < before_us)
         {
             sub.conn.close(close_code::LOGGED_OUT);
@@ -686,7 +690,7 @@ impl Hub {
             .and_then(|e| {
                 e.lock()
                     .ok()
-                    .map(|s| s.subscribers.iter().any(|sub| !sub.conn.ack_mode()))
+                    .map(|s| s.subscribers.values().any(|sub| !sub.conn.ack_mode()))
             })
             .unwrap_or(false)
     }
@@ -713,7 +717,7 @@ impl Hub {
         if let Ok(map) = self.streams.read() {
             for entry in map.values() {
                 if let Ok(state) = entry.lock() {
-                    state.subscribers.iter().for_each(|s| s.conn.close(code));
+                    state.subscribers.values().for_each(|s| s.conn.close(code));
                 }
             }
         }
