@@ -29,6 +29,7 @@ use tokio_util::task::TaskTracker;
 
 pub mod broadcast;
 pub mod connection;
+pub mod events;
 pub mod frames;
 mod handshake;
 pub mod hub;
@@ -85,6 +86,8 @@ pub struct EdgeState {
     pub inbox: inbox::Inbox,
     /// The users connected here per app, and the broadcasts waiting to reach them.
     pub members: broadcast::Members,
+    /// Sockets opened and closed, waiting to be recorded for the webhooks (`events`).
+    pub socket_events: events::Queue,
 }
 
 /// A legacy handshake in progress; releases its slot when dropped.
@@ -295,6 +298,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Edge> {
         routers,
         recovery: Recovery::new(ms(e.reorder_window_ms)),
         presence: presence::Tracker::default(),
+        socket_events: events::Queue::new(metrics.socket_events_dropped.clone()),
         metrics,
         sockets: TaskTracker::new(),
         ws_config: websocket_config(e),
@@ -375,6 +379,11 @@ impl Edge {
         background.spawn(inbox::run(edge.clone(), shutdown.clone()));
         background.spawn(broadcast::run(edge.clone(), shutdown.clone()));
         background.spawn(register(edge.clone(), shutdown.clone()));
+        background.spawn(events::run(
+            edge.clone(),
+            ms(edge.config.presence_flush_ms),
+            shutdown.clone(),
+        ));
         background.spawn(presence::run(
             edge.clone(),
             ms(edge.config.presence_flush_ms),
@@ -402,6 +411,8 @@ impl Edge {
 
         shutdown.cancelled().await;
         drain(&edge).await;
+        // The drain's own `disconnected` events, and any the last tick left.
+        events::flush(&edge).await;
         let _ = http.await;
         background.close();
         background.wait().await;

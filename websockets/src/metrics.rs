@@ -7,6 +7,7 @@ use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 pub struct EdgeMetrics {
     pub registry: Metrics,
     pub connections: IntGauge,
+    pub socket_events_dropped: IntCounter,
     pub sockets: IntCounterVec,
     pub deliveries: IntCounterVec,
     pub live: IntCounterVec,
@@ -31,6 +32,10 @@ impl EdgeMetrics {
         m.register_store();
         EdgeMetrics {
             connections: m.gauge("connections", "Open client sockets."),
+            socket_events_dropped: m.counter(
+                "socket_events_dropped_total",
+                "Connected/disconnected events dropped because too many waited to be recorded.",
+            ),
             sockets: m.counter_vec("sockets_total", "Socket attempts by outcome.", &["outcome"]),
             deliveries: m.counter_vec(
                 "deliveries_total",

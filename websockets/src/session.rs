@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use api::service::webhooks::SocketEvent;
+use common::clock::now_us;
 use common::ids::ChannelName;
 use common::jwt::Grant;
 use common::store::{EventKind, MAX_HEADS, StoreError};
@@ -257,19 +259,18 @@ impl EdgeState {
         Ok(registered)
     }
 
-    /// Records a user's socket opening or closing for the app's webhook, off the socket's
-    /// path (a failure is logged: the event is lost, the socket is not); a probe socket's
-    /// (the monitor's canary) are not the app's to hear of.
+    /// Queues a user's socket opening or closing for the app's webhook (`events`: recorded
+    /// in batches, off the socket's path); a probe socket's (the monitor's canary) are not
+    /// the app's to hear of.
     fn socket_event(&self, grant: &Grant, kind: EventKind) {
         if grant.probe {
             return;
         }
-        let services = self.services.clone();
-        let (app, user) = (grant.app.clone(), grant.user.clone());
-        tokio::spawn(async move {
-            if let Err(e) = services.socket_event(&app, &user, kind).await {
-                tracing::warn!(error = %e, kind = kind.as_str(), "cannot record a socket event");
-            }
+        self.socket_events.push(SocketEvent {
+            app: grant.app.clone(),
+            user: grant.user.clone(),
+            kind,
+            at_us: now_us(),
         });
     }
 

@@ -195,28 +195,33 @@ impl Services {
         Ok(())
     }
 
-    /// Records that a socket of `user` opened (`connected`) or closed (`disconnected`),
-    /// for the webhook if it wants the kind.
-    pub async fn socket_event(
-        &self,
-        app: &AppId,
-        user: &UserId,
-        kind: EventKind,
-    ) -> ServiceResult<()> {
-        self.stores
-            .webhooks
-            .record_events(&[WebhookEvent {
+    /// Records that sockets opened (`connected`) or closed (`disconnected`), in one store
+    /// call, each for its app's webhook if it wants the kind.
+    pub async fn socket_events(&self, events: &[SocketEvent]) -> ServiceResult<()> {
+        let events: Vec<WebhookEvent> = events
+            .iter()
+            .map(|e| WebhookEvent {
                 id: new_message_id(),
-                app: app.clone(),
-                kind,
+                app: e.app.clone(),
+                kind: e.kind,
                 message_id: None,
                 foreign_id: None,
-                recipient: Some(user.clone()),
-                at_us: now_us(),
-            }])
-            .await?;
+                recipient: Some(e.user.clone()),
+                at_us: e.at_us,
+            })
+            .collect();
+        self.stores.webhooks.record_events(&events).await?;
         Ok(())
     }
+}
+
+/// A user's socket opening or closing, as an edge saw it (µs since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketEvent {
+    pub app: AppId,
+    pub user: UserId,
+    pub kind: EventKind,
+    pub at_us: i64,
 }
 
 fn no_webhook() -> ServiceError {

@@ -503,3 +503,47 @@ async fn https_receivers_are_verified_against_the_ca_file_and_get_every_event() 
     })
     .await;
 }
+
+/// Socket events wait in the edge for its next flush (`websockets.presence_flush_ms`): an
+/// edge stopped with SIGTERM records what its drain's closes produced before it exits, so
+/// `disconnected` still reaches the webhook for every socket it closed.
+#[tokio::test]
+async fn an_edge_drained_by_sigterm_still_reports_its_sockets_disconnected() {
+    let mut cluster = Cluster::start(Options {
+        env: &[
+            ("WEBHOOKS__POLL_MS", "20"),
+            // A flush that would not come before the edge exits: only the drain's does.
+            ("WEBSOCKETS__PRESENCE_FLUSH_MS", "600000"),
+        ],
+        ..options()
+    })
+    .await;
+    let api = v1(&cluster);
+    let receiver = Receiver::start().await;
+    put_webhook(
+        &api,
+        json!({"url": receiver.url, "secret": HOOK_SECRET,
+               "events": ["connected", "disconnected"], "maxDelayMs": 0}),
+    )
+    .await;
+    let users = ["drain-a", "drain-b", "drain-c"];
+    let mut sockets = Vec::new();
+    for user in users {
+        let token = api.token(json!({"user": user})).await;
+        sockets.push(Socket::native(&cluster.edge_url(0), &token).await.0);
+    }
+    cluster.edges[0].signal(libc::SIGTERM);
+    let status = cluster.edges[0].wait_exit(DEADLINE).await;
+    assert!(status.success(), "the edge drains and exits: {status}");
+    let events = accepted_until(&receiver, "both events of every socket", |events| {
+        users.iter().all(|user| {
+            ["connected", "disconnected"].iter().all(|kind| {
+                events
+                    .iter()
+                    .any(|e| e["recipient"] == *user && e["result"]["kind"] == *kind)
+            })
+        })
+    })
+    .await;
+    assert_eq!(events.len(), 2 * users.len(), "each once: {events:?}");
+}
