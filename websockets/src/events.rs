@@ -1,16 +1,14 @@
 //! Users' sockets opening and closing (`connected` / `disconnected`, SPEC §4 Webhooks),
-//! queued in memory and recorded for the apps' webhooks in one store call every
-//! `websockets.presence_flush_ms` (as presence is), rather than a store round trip per
+//! queued in memory and recorded for the apps' webhooks in one store call by presence's
+//! flusher every `websockets.presence_flush_ms`, rather than a store round trip per
 //! socket. At most `MAX_QUEUED` wait; beyond that new ones are dropped and counted
 //! (`herald_websockets_socket_events_dropped_total`). The drain records what is left
 //! after the last socket closed.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
 use api::service::webhooks::SocketEvent;
 use prometheus::IntCounter;
-use tokio_util::sync::CancellationToken;
 
 use crate::EdgeState;
 
@@ -68,20 +66,6 @@ pub async fn flush(edge: &EdgeState) {
     if let Err(e) = edge.services.socket_events(&batch).await {
         tracing::warn!(error = %e, events = batch.len(), "cannot record socket events; retrying");
         edge.socket_events.restore(batch);
-    }
-}
-
-/// Flushes every `every` until `shutdown` (the drain flushes once more after it).
-pub async fn run(edge: Arc<EdgeState>, every: Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        flush(&edge).await;
     }
 }
 

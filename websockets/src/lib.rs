@@ -379,11 +379,6 @@ impl Edge {
         background.spawn(inbox::run(edge.clone(), shutdown.clone()));
         background.spawn(broadcast::run(edge.clone(), shutdown.clone()));
         background.spawn(register(edge.clone(), shutdown.clone()));
-        background.spawn(events::run(
-            edge.clone(),
-            ms(edge.config.presence_flush_ms),
-            shutdown.clone(),
-        ));
         background.spawn(presence::run(
             edge.clone(),
             ms(edge.config.presence_flush_ms),

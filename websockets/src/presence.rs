@@ -88,7 +88,8 @@ impl Tracker {
     }
 }
 
-/// Writes changed counts every `every` until `shutdown`.
+/// Writes changed counts, and the socket events waiting (`events::flush`), every `every`
+/// until `shutdown`.
 pub async fn run(edge: Arc<EdgeState>, every: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -99,19 +100,18 @@ pub async fn run(edge: Arc<EdgeState>, every: Duration, shutdown: CancellationTo
             _ = tick.tick() => {}
         }
         let changes = edge.presence.take_changes();
-        if changes.is_empty() {
-            continue;
-        }
-        if let Err(e) = edge
-            .services
-            .stores
-            .presence
-            .set_presence(&edge.node_id, &changes)
-            .await
+        if !changes.is_empty()
+            && let Err(e) = edge
+                .services
+                .stores
+                .presence
+                .set_presence(&edge.node_id, &changes)
+                .await
         {
             tracing::warn!(error = %e, "cannot write presence; retrying");
             edge.presence.restore(&changes);
         }
+        crate::events::flush(&edge).await;
     }
 }
 
