@@ -232,8 +232,17 @@ struct StreamState {
     epoch: Option<String>,
     cursor: u64,
     parked: BTreeMap<u64, Arc<Rendered>>,
-    /// By connection id: joining and leaving stay O(1) with many sockets on one stream.
-    subscribers: HashMap<u64, Subscriber>,
+    /// Sorted by connection id (ids only grow, so a new socket is appended): finding one
+    /// is a binary search, not a scan, with thousands of sockets on one stream, and a
+    /// stream with one socket costs no more than a `Vec` of one.
+    subscribers: Vec<Subscriber>,
+}
+
+impl StreamState {
+    /// Where socket `id` is in `subscribers`, or where it would go.
+    fn position(&self, id: u64) -> Result<usize, usize> {
+        self.subscribers.binary_search_by_key(&id, |s| s.conn.id)
+    }
 }
 
 impl StreamState {
@@ -244,7 +253,7 @@ impl StreamState {
             entries: 1,
             ..Fanout::default()
         };
-        for sub in self.subscribers.values() {
+        for sub in &self.subscribers {
             if (offset != 0 && offset <= sub.after) || rendered.skip == Some(sub.conn.id) {
                 continue;
             }
@@ -398,17 +407,20 @@ impl Hub {
                 epoch: head.map(|h| h.epoch.clone()),
                 cursor: after,
                 parked: BTreeMap::new(),
-                subscribers: HashMap::new(),
+                subscribers: Vec::new(),
             }))
         });
         let mut at = after;
         if let Ok(mut state) = entry.lock() {
-            if let Some(existing) = state.subscribers.get(&conn.id) {
-                return Ok(Joined {
-                    new: false,
-                    at: existing.after,
-                });
-            }
+            let slot = match state.position(conn.id) {
+                Ok(existing) => {
+                    return Ok(Joined {
+                        new: false,
+                        at: state.subscribers[existing].after,
+                    });
+                }
+                Err(slot) => slot,
+            };
             if state.epoch.is_none() && head.is_some() {
                 // Followed as ephemeral so far; it keeps history now: adopt its position.
                 state.epoch = head.map(|h| h.epoch.clone());
@@ -430,7 +442,7 @@ impl Hub {
                 at = 0;
             }
             state.subscribers.insert(
-                conn.id,
+                slot,
                 Subscriber {
                     conn: conn.clone(),
                     after: at,
@@ -485,7 +497,9 @@ impl Hub {
         for key in keys {
             let empty = map.get(key).is_some_and(|entry| {
                 entry.lock().is_ok_and(|mut state| {
-                    state.subscribers.remove(&conn.id);
+                    if let Ok(at) = state.position(conn.id) {
+                        state.subscribers.remove(at);
+                    }
                     state.subscribers.is_empty()
                 })
             });
@@ -604,7 +618,7 @@ impl Hub {
         state.epoch = Some(head.epoch.clone());
         state.cursor = head.offset;
         state.parked.clear();
-        for sub in state.subscribers.values_mut() {
+        for sub in &mut state.subscribers {
             sub.after = head.offset;
             tell_resync(&sub.conn, code, resync);
         }
@@ -627,7 +641,7 @@ impl Hub {
         // say so; Mozilla and VPush sockets keep their connection (a close would send a
         // whole cluster reconnecting after one router blip).
         let mut told = 0;
-        for sub in state.subscribers.values() {
+        for sub in &state.subscribers {
             if sub.conn.dialect == Dialect::Native {
                 sub.conn.offer(resync);
                 told += 1;
@@ -657,7 +671,7 @@ impl Hub {
             state.epoch = Some(epoch.to_owned());
             state.cursor = 0;
             state.parked.clear();
-            for sub in state.subscribers.values_mut() {
+            for sub in &mut state.subscribers {
                 sub.after = 0;
             }
         }
@@ -675,7 +689,7 @@ impl Hub {
         let mut closed = 0;
         for sub in state
             .subscribers
-            .values()
+            .iter()
             .filter(|s| s.conn.issued_us < before_us)
         {
             sub.conn.close(close_code::LOGGED_OUT);
@@ -690,7 +704,7 @@ impl Hub {
             .and_then(|e| {
                 e.lock()
                     .ok()
-                    .map(|s| s.subscribers.values().any(|sub| !sub.conn.ack_mode()))
+                    .map(|s| s.subscribers.iter().any(|sub| !sub.conn.ack_mode()))
             })
             .unwrap_or(false)
     }
@@ -717,7 +731,7 @@ impl Hub {
         if let Ok(map) = self.streams.read() {
             for entry in map.values() {
                 if let Ok(state) = entry.lock() {
-                    state.subscribers.values().for_each(|s| s.conn.close(code));
+                    state.subscribers.iter().for_each(|s| s.conn.close(code));
                 }
             }
         }
@@ -818,6 +832,38 @@ mod tests {
         assert_eq!(drain(&mut rx_b), ["1"]);
         assert!(drain(&mut rx_c).is_empty());
         assert_eq!(live(&hub, "nobody", 1), Live::NotHere);
+    }
+
+    /// Sockets join a stream in any order of their ids (an older socket subscribing after
+    /// newer ones), leave from the middle, and join again: each follower gets each entry
+    /// once, and one who left gets nothing.
+    #[test]
+    fn followers_join_and_leave_in_any_order() {
+        let hub = Hub::new(LIMITS, 10);
+        let mut sockets: Vec<_> = (0..6).map(|_| register(&hub)).collect();
+        for i in [3, 0, 5, 1, 4, 2] {
+            hub.subscribe(&sockets[i].0, &key("t"), Some(&at(0)));
+        }
+        assert!(!hub.subscribe(&sockets[2].0, &key("t"), Some(&at(0))).new);
+        assert!(hub.unsubscribe(&sockets[1].0, &key("t")));
+        assert!(hub.unsubscribe(&sockets[4].0, &key("t")));
+        assert!(!hub.unsubscribe(&sockets[4].0, &key("t")), "already left");
+        assert_eq!(hub.subscriber_count(&key("t")), 4);
+        assert!(matches!(live(&hub, "t", 1), Live::Delivered(f) if f.queued == 4));
+        hub.subscribe(&sockets[1].0, &key("t"), Some(&at(1)));
+        assert!(matches!(live(&hub, "t", 2), Live::Delivered(f) if f.queued == 5));
+        let got: Vec<Vec<String>> = sockets.iter_mut().map(|(_, rx)| drain(rx)).collect();
+        assert_eq!(got[0], ["1", "2"]);
+        assert_eq!(got[1], ["2"], "joined again after 1");
+        assert!(got[4].is_empty(), "left before both");
+        for (conn, _) in &sockets {
+            hub.unregister(conn);
+        }
+        assert_eq!(hub.subscriber_count(&key("t")), 0);
+        assert!(
+            hub.stream_keys().is_empty(),
+            "the stream left with its last follower"
+        );
     }
 
     #[test]
