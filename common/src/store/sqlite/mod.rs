@@ -135,7 +135,6 @@ impl Db {
             writer: tx,
             readers: Arc::new(ReaderPool {
                 path: path.to_owned(),
-                busy,
                 kind,
                 idle: Mutex::new(Vec::new()),
                 permits: Arc::new(Semaphore::new(config.sqlite_readers.max(1))),
@@ -246,9 +245,14 @@ impl Ping for SqliteStore {
     }
 }
 
-/// Opens the writer connection: WAL, pragmas, schema (migrating an older database).
+/// Opens the writer connection: WAL, pragmas, schema (migrating an older database); sets
+/// the process's `BUSY_TIMEOUT_US` to `busy` for every connection of the file.
 fn prepare_database(path: &Path, busy: Duration, kind: DbKind) -> anyhow::Result<Connection> {
-    let conn = open_connection(path, busy, kind, false)?;
+    BUSY_TIMEOUT_US.store(
+        u64::try_from(busy.as_micros()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+    let conn = open_connection(path, kind, false)?;
     enable_wal(&conn, busy)?;
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let applied = match kind {
@@ -398,17 +402,8 @@ fn to_u64(value: i64) -> u64 {
     value.max(0) as u64
 }
 
-fn open_connection(
-    path: &Path,
-    busy: Duration,
-    kind: DbKind,
-    read_only: bool,
-) -> rusqlite::Result<Connection> {
+fn open_connection(path: &Path, kind: DbKind, read_only: bool) -> rusqlite::Result<Connection> {
     let mut conn = Connection::open(path)?;
-    BUSY_TIMEOUT_US.store(
-        u64::try_from(busy.as_micros()).unwrap_or(u64::MAX),
-        Ordering::Relaxed,
-    );
     conn.busy_handler(Some(wait_for_lock))?;
     conn.pragma_update(None, "synchronous", kind.synchronous())?;
     conn.pragma_update(None, "foreign_keys", true)?;
@@ -486,7 +481,6 @@ pub(super) fn map_err(e: rusqlite::Error) -> StoreError {
 
 struct ReaderPool {
     path: PathBuf,
-    busy: Duration,
     kind: DbKind,
     idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
@@ -497,7 +491,7 @@ impl ReaderPool {
         let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         match pooled {
             Some(conn) => Ok(conn),
-            None => open_connection(&self.path, self.busy, self.kind, true),
+            None => open_connection(&self.path, self.kind, true),
         }
     }
 
