@@ -19,6 +19,13 @@ pub fn us_to_secs(us: i64) -> f64 {
     us as f64 / 1e6
 }
 
+/// Seconds from `origin_us` (a time stamped by another process, e.g. an envelope's origin)
+/// to `now_us`, for a latency histogram: `None` when nothing was stamped (0), and never
+/// negative when the two clocks disagree a little.
+pub fn seconds_since(origin_us: i64, now_us: i64) -> Option<f64> {
+    (origin_us > 0).then(|| us_to_secs(now_us.saturating_sub(origin_us).max(0)))
+}
+
 /// Float seconds (as a client sends them) to microseconds; `None` for NaN, infinities,
 /// negatives and values past year 2262.
 pub fn secs_to_us(secs: f64) -> Option<i64> {
@@ -56,6 +63,13 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn seconds_since_an_origin_is_none_unstamped_and_never_negative() {
+        assert_eq!(seconds_since(0, 5_000_000), None);
+        assert_eq!(seconds_since(1_000_000, 3_500_000), Some(2.5));
+        assert_eq!(seconds_since(3_000_000, 2_000_000), Some(0.0));
+    }
 
     #[test]
     fn rejects_non_finite_and_negative() {

@@ -168,9 +168,9 @@ async fn forward(state: &RouterState, publish: &mut PubSocket, message: ZmqMessa
         Kind::Deliver | Kind::Recover => {
             stamp(state, &mut envelope, true);
             send(state, publish, &envelope).await;
-            if envelope.header.origin_us > 0 {
-                let waited_us = common::clock::now_us() - envelope.header.origin_us;
-                state.forward_latency.observe(waited_us.max(0) as f64 / 1e6);
+            let now_us = common::clock::now_us();
+            if let Some(seconds) = common::clock::seconds_since(envelope.header.origin_us, now_us) {
+                state.forward_latency.observe(seconds);
             }
         }
     }

@@ -203,10 +203,8 @@ impl EdgeState {
                     .deliveries
                     .with_label_values(&["live"])
                     .inc_by(fanout.queued as u64);
-                if origin_us > 0 {
-                    self.metrics
-                        .delivery_latency
-                        .observe((now_us - origin_us).max(0) as f64 / 1e6);
+                if let Some(seconds) = common::clock::seconds_since(origin_us, now_us) {
+                    self.metrics.delivery_latency.observe(seconds);
                 }
             }
             Live::Parked { first } => {
