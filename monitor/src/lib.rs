@@ -75,8 +75,8 @@ struct Canary {
 }
 
 impl Canary {
-    /// The canary of `config`, if it is on and an app can send it.
-    fn of(config: &Config) -> Option<Canary> {
+    /// The canary of `config`, if it is on and an app can send it; it publishes with `http`.
+    fn of(config: &Config, http: reqwest::Client) -> Option<Canary> {
         if !config.monitor.canary {
             return None;
         }
@@ -105,7 +105,7 @@ impl Canary {
                 "{}/api/v1/channels/{CANARY_CHANNEL}/messages",
                 config.api.base_url()
             ),
-            http: reqwest::Client::new(),
+            http,
         })
     }
 
@@ -225,13 +225,15 @@ pub async fn bind(config: &Config) -> anyhow::Result<Monitor> {
     let listener = config.monitor.listen.bind_setting("monitor.listen").await?;
     let metrics = Metrics::new("monitor");
     metrics.register_store();
+    // The canary's publishes and the routers' `/health` share one connection pool.
+    let http = reqwest::Client::new();
     let state = MonitorState {
         store,
         config: config.monitor.clone(),
         node_ttl_us: i64::try_from(config.cluster.node_ttl_ms.saturating_mul(1000))
             .unwrap_or(i64::MAX),
         token,
-        canary: Canary::of(config),
+        canary: Canary::of(config, http.clone()),
         canaries: metrics.counter_vec(
             "canaries_total",
             "Canary messages by outcome per edge (ok, lost, not_sent).",
@@ -257,7 +259,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Monitor> {
             "routers_healthy",
             "Routers whose /health answered ok in the last round.",
         ),
-        http: reqwest::Client::new(),
+        http,
         metrics,
     };
     Ok(Monitor {
